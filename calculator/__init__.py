@@ -1,0 +1,27 @@
+"""The pure calculation domain: operations, their guards, and the errors they raise."""
+
+from calculator.errors import (
+    CalculationError,
+    DivisionByZero,
+    DomainError,
+    InvalidArguments,
+    Overflow,
+    UnknownOperation,
+)
+from calculator.operations import (
+    FACTORIAL_MAX,
+    Operation,
+    compute,
+)
+
+__all__ = [
+    "FACTORIAL_MAX",
+    "CalculationError",
+    "DivisionByZero",
+    "DomainError",
+    "InvalidArguments",
+    "Operation",
+    "Overflow",
+    "UnknownOperation",
+    "compute",
+]

@@ -1,0 +1,1 @@
+"""dlq_inspector package."""

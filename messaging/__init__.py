@@ -1,0 +1,1 @@
+"""The messaging layer: settings, topology, codec, connections and confirmed publishing."""
