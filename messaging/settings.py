@@ -56,6 +56,8 @@ class Settings:
     """CALC_MAX_MESSAGE_BYTES: larger request bodies are MALFORMED_MESSAGE."""
     publish_timeout: float = 10.0
     """CALC_PUBLISH_TIMEOUT: seconds to wait for a publisher confirm."""
+    connect_timeout: float = 120.0
+    """CALC_CONNECT_TIMEOUT: seconds to keep retrying the first connection before giving up."""
     publish_in_flight: int = 256
     """CALC_PUBLISH_IN_FLIGHT: unconfirmed publishes the producer keeps in flight."""
     declare_topology: bool = True

@@ -1,0 +1,282 @@
+"""Encoding and decoding of calc.v1 events and their AMQP properties; the only module touching bytes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractIncomingMessage
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from calculator import (
+    CalculationError,
+    DivisionByZero,
+    DomainError,
+    InvalidArguments,
+    Operation,
+    Overflow,
+    UnknownOperation,
+)
+from gen import calc_pb2
+from messaging.errors import DecodeError
+
+CONTENT_TYPE = "application/x-protobuf"
+PACKAGE = "calc.v1"
+TYPE_REQUESTED = f"{PACKAGE}.CalculationRequested"
+TYPE_COMPLETED = f"{PACKAGE}.CalculationCompleted"
+TYPE_FAILED = f"{PACKAGE}.CalculationFailed"
+ATTEMPT_HEADER = "attempt"
+
+APP_PRODUCER = "calc-producer"
+APP_CONSUMER = "calc-consumer"
+APP_INSPECTOR = "calc-dlq-inspector"
+
+FailureReason = calc_pb2.FailureReason
+Requested = calc_pb2.CalculationRequested
+Completed = calc_pb2.CalculationCompleted
+Failed = calc_pb2.CalculationFailed
+
+_PROTO_OPERATION = {op: calc_pb2.Operation.Value(f"OPERATION_{op.name}") for op in Operation}
+_DOMAIN_OPERATION = {number: op for op, number in _PROTO_OPERATION.items()}
+
+_REASON_OF_ERROR: dict[type[CalculationError], int] = {
+    DivisionByZero: calc_pb2.FAILURE_REASON_DIVISION_BY_ZERO,
+    DomainError: calc_pb2.FAILURE_REASON_DOMAIN_ERROR,
+    Overflow: calc_pb2.FAILURE_REASON_OVERFLOW,
+    InvalidArguments: calc_pb2.FAILURE_REASON_INVALID_ARGUMENTS,
+    UnknownOperation: calc_pb2.FAILURE_REASON_UNKNOWN_OPERATION,
+}
+
+
+def proto_operation(operation: Operation) -> int:
+    return _PROTO_OPERATION[operation]
+
+
+def domain_operation(number: int) -> Operation:
+    """The domain operation of a proto enum number; UnknownOperation for 0 or an unknown value."""
+    try:
+        return _DOMAIN_OPERATION[number]
+    except KeyError:
+        raise UnknownOperation(f"unknown operation {operation_label(number)}") from None
+
+
+def operation_label(number: int) -> str:
+    """`add` for a known operation, `OPERATION_UNSPECIFIED` or `operation 42` otherwise."""
+    if number in _DOMAIN_OPERATION:
+        return _DOMAIN_OPERATION[number].word
+    if number == calc_pb2.OPERATION_UNSPECIFIED:
+        return "OPERATION_UNSPECIFIED"
+    return f"operation {number}"
+
+
+def reason_of(error: CalculationError) -> int:
+    """The FailureReason a domain error maps to, one to one."""
+    return _REASON_OF_ERROR[type(error)]
+
+
+def reason_name(reason: int) -> str:
+    """`DIVISION_BY_ZERO` for FAILURE_REASON_DIVISION_BY_ZERO; the number for unknown values."""
+    try:
+        return calc_pb2.FailureReason.Name(reason).removeprefix("FAILURE_REASON_")
+    except ValueError:
+        return str(reason)
+
+
+def reason_from_name(name: str) -> int:
+    """Accept `division_by_zero`, `DIVISION_BY_ZERO` or `FAILURE_REASON_DIVISION_BY_ZERO`."""
+    key = name.strip().upper()
+    if not key.startswith("FAILURE_REASON_"):
+        key = "FAILURE_REASON_" + key
+    try:
+        return calc_pb2.FailureReason.Value(key)
+    except ValueError:
+        known = ", ".join(reason_name(v) for v in calc_pb2.FailureReason.values() if v)
+        raise ValueError(f"unknown reason {name!r}; expected one of {known}") from None
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def to_datetime(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What a consumer needs of one delivery: body, routing key and the properties it checks."""
+
+    body: bytes
+    routing_key: str
+    content_type: str | None = None
+    type: str | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+
+    @property
+    def attempt(self) -> int:
+        """The `attempt` header: 1 when absent or unreadable."""
+        value = self.headers.get(ATTEMPT_HEADER)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        try:
+            number = int(value) if value is not None else 1
+        except (TypeError, ValueError):
+            return 1
+        return max(number, 1)
+
+
+def decode_request(body: bytes) -> Requested:
+    """Parse a CalculationRequested; DecodeError if the bytes are not one."""
+    request = Requested()
+    try:
+        request.ParseFromString(body)
+    except (ProtobufDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(f"body is not a CalculationRequested ({exc})") from None
+    return request
+
+
+def check_properties(incoming: Incoming) -> None:
+    """Tolerant check of type and content type: absent, or exactly the contract's values."""
+    if incoming.content_type not in (None, "", CONTENT_TYPE):
+        raise DecodeError(f"content type {incoming.content_type!r} is not {CONTENT_TYPE}")
+    if incoming.type not in (None, "", TYPE_REQUESTED):
+        raise DecodeError(f"type {incoming.type!r} is not {TYPE_REQUESTED}")
+
+
+def build_request(operation: Operation | int, operands: Sequence[float], source: str,
+                  event_id: str | None = None) -> Requested:
+    number = proto_operation(operation) if isinstance(operation, Operation) else operation
+    return Requested(
+        event_id=event_id or new_event_id(),
+        occurred_at=_timestamp(now()),
+        operation=number,  # type: ignore[arg-type]
+        operands=list(operands),
+        source=source,
+    )
+
+
+def _message(body: bytes, type_name: str, event_id: str, correlation_id: str, occurred: datetime,
+             app_id: str, attempt: int, expiration: float | None = None) -> Message:
+    return Message(
+        body,
+        content_type=CONTENT_TYPE,
+        type=type_name,
+        message_id=event_id,
+        correlation_id=correlation_id or None,
+        timestamp=occurred,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        app_id=app_id,
+        headers={ATTEMPT_HEADER: attempt},
+        expiration=expiration,
+    )
+
+
+def request_message(request: Requested, correlation_id: str | None = None,
+                    attempt: int = 1, app_id: str = APP_PRODUCER) -> Message:
+    """A CalculationRequested as a contract message; correlation_id defaults to its event_id."""
+    return _message(request.SerializeToString(), TYPE_REQUESTED, request.event_id,
+                    correlation_id or request.event_id, to_datetime(request.occurred_at),
+                    app_id, attempt)
+
+
+def completed_message(request: Requested, result: float, correlation_id: str, processed_by: str,
+                      attempt: int) -> tuple[Message, Completed]:
+    event = Completed(
+        event_id=new_event_id(),
+        request_event_id=request.event_id,
+        occurred_at=_timestamp(now()),
+        operation=request.operation,
+        operands=list(request.operands),
+        result=result,
+        processed_by=processed_by,
+    )
+    message = _message(event.SerializeToString(), TYPE_COMPLETED, event.event_id, correlation_id,
+                       to_datetime(event.occurred_at), APP_CONSUMER, attempt)
+    return message, event
+
+
+def failed_message(request_event_id: str, operation: int, reason: int, detail: str,
+                   attempts: int, correlation_id: str, processed_by: str) -> tuple[Message, Failed]:
+    event = Failed(
+        event_id=new_event_id(),
+        request_event_id=request_event_id,
+        occurred_at=_timestamp(now()),
+        operation=operation,  # type: ignore[arg-type]
+        reason=reason,  # type: ignore[arg-type]
+        detail=detail,
+        attempts=attempts,
+        processed_by=processed_by,
+    )
+    message = _message(event.SerializeToString(), TYPE_FAILED, event.event_id, correlation_id,
+                       to_datetime(event.occurred_at), APP_CONSUMER, attempts)
+    return message, event
+
+
+def copy_message(original: AbstractIncomingMessage, attempt: int,
+                 expiration: float | None = None) -> Message:
+    """The same body and properties, the next `attempt`, and none of the broker's `x-` headers.
+
+    Used for delayed retries (with `expiration`) and for replays from the DLQ (fresh attempt).
+    """
+    headers = {k: v for k, v in (original.headers or {}).items() if not k.startswith("x-")}
+    headers[ATTEMPT_HEADER] = attempt
+    return Message(
+        original.body,
+        content_type=original.content_type,
+        content_encoding=original.content_encoding,
+        type=original.type,
+        message_id=original.message_id,
+        correlation_id=original.correlation_id,
+        timestamp=original.timestamp,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        app_id=original.app_id,
+        user_id=None,
+        reply_to=original.reply_to,
+        priority=original.priority,
+        headers=headers,
+        expiration=expiration,
+    )
+
+
+def incoming_of(message: AbstractIncomingMessage) -> Incoming:
+    """The parts of a delivery a handler looks at."""
+    return Incoming(
+        body=message.body,
+        routing_key=message.routing_key or "",
+        content_type=message.content_type,
+        type=message.type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        headers=dict(message.headers or {}),
+        redelivered=bool(message.redelivered),
+    )
+
+
+def decode_completed(body: bytes) -> Completed:
+    event = Completed()
+    event.ParseFromString(body)
+    return event
+
+
+def decode_failed(body: bytes) -> Failed:
+    event = Failed()
+    event.ParseFromString(body)
+    return event

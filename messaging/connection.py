@@ -1,0 +1,73 @@
+"""Opening robust broker connections: TLS, retries at start, and clear errors for the unfixable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustConnection
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from messaging.errors import CalcEventsError, ConfigurationError
+from messaging.logs import kv
+from messaging.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (ConnectionError, OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPConnectionError)
+
+
+class BrokerUnavailable(CalcEventsError):
+    """The broker could not be reached before the connect timeout."""
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A verifying TLS context for amqps:// (with RABBITMQ_CA_FILE when given)."""
+    if not settings.rabbitmq_url.startswith("amqps://"):
+        return None
+    try:
+        return ssl.create_default_context(cafile=settings.rabbitmq_ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load RABBITMQ_CA_FILE: {exc}") from None
+
+
+async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
+    """A robust connection (restored after loss), retried with backoff until the timeout."""
+    context = ssl_context(settings)
+    url = settings.broker_url
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(_RETRYABLE),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        stop=stop_after_delay(settings.connect_timeout),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "broker not reachable, retrying",
+            extra=kv(url=settings.safe_url, attempt=state.attempt_number,
+                     error=type(state.outcome.exception()).__name__ if state.outcome else ""),
+        ),
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                connection = await aio_pika.connect_robust(
+                    url, ssl_context=context, client_properties={"connection_name": name},
+                    timeout=settings.publish_timeout,
+                )
+                log.info("connected", extra=kv(url=settings.safe_url, connection=name))
+                return connection
+    except aiormq.exceptions.ProbableAuthenticationError:
+        raise ConfigurationError(
+            f"the broker refused the credentials of {settings.safe_url} (ACCESS_REFUSED)") from None
+    except _RETRYABLE as exc:
+        raise BrokerUnavailable(
+            f"broker {settings.safe_url} not reachable after {settings.connect_timeout:.0f}s: "
+            f"{type(exc).__name__}") from None
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,70 @@
+"""Confirmed, mandatory publishing that turns every broker answer into a result or a typed error."""
+
+from __future__ import annotations
+
+import logging
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractExchange, AbstractMessage
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from messaging.errors import PublishFailed, UnroutableError
+from messaging.logs import kv
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+
+
+async def publish(exchange: AbstractExchange, message: AbstractMessage, routing_key: str,
+                  confirm_timeout: float) -> None:
+    """Publish and wait for the broker's confirm.
+
+    Raises UnroutableError when the message was returned (routed to no queue) and PublishFailed
+    when it was nacked (e.g. a full queue with overflow reject-publish), timed out, or the
+    channel was lost: in each of those cases the broker may not have the message.
+    """
+    try:
+        await exchange.publish(message, routing_key, mandatory=True, timeout=confirm_timeout)
+    except aiormq.exceptions.PublishError:
+        raise UnroutableError(
+            f"{exchange.name} routed {routing_key!r} to no queue (message returned)") from None
+    except aiormq.exceptions.DeliveryError:
+        raise PublishFailed(f"{exchange.name} nacked {routing_key!r} (queue full?)") from None
+    except TimeoutError:
+        raise PublishFailed(f"no confirm for {routing_key!r} within {confirm_timeout}s") from None
+    except _CHANNEL_ERRORS as exc:
+        raise PublishFailed(f"channel lost while publishing {routing_key!r}: {exc!r}") from None
+
+
+async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractMessage,
+                                  routing_key: str, confirm_timeout: float, max_backoff: float = 10.0) -> int:
+    """Publish, retrying nacks, timeouts and lost channels with capped exponential backoff.
+
+    Never gives up on a transient failure (nothing is dropped); an unroutable message is a
+    configuration error and raises at once. Returns the number of attempts it took.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(PublishFailed),
+        wait=wait_exponential(multiplier=0.05, max=max_backoff),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "publish not confirmed, retrying",
+            extra=kv(message_id=message.message_id, correlation_id=message.correlation_id,
+                     routing_key=routing_key, attempt=state.attempt_number,
+                     error=str(state.outcome.exception()) if state.outcome else ""),
+        ),
+    )
+    async for attempt in retrying:
+        with attempt:
+            await publish(exchange, message, routing_key, confirm_timeout)
+        return attempt.retry_state.attempt_number
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def confirmed_channel(connection: aio_pika.abc.AbstractConnection) -> aio_pika.abc.AbstractChannel:
+    """A channel with publisher confirms on and returned messages raised as errors."""
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
