@@ -1,0 +1,93 @@
+"""Deciding what a delivered request comes to: a result, or a permanent failure with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calculator import CalculationError, compute
+from gen import calc_pb2
+from messaging import codec
+from messaging.errors import DecodeError
+from messaging.topology import word_of_requested_key
+
+MALFORMED = calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one request; `reason` is 0 when it completed with `result`."""
+
+    request: codec.Requested | None
+    correlation_id: str
+    word: str
+    result: float = 0.0
+    reason: int = 0
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == 0
+
+    @property
+    def event_id(self) -> str:
+        return self.request.event_id if self.request is not None else ""
+
+    @property
+    def operation(self) -> int:
+        return int(self.request.operation) if self.request is not None else 0
+
+    @property
+    def operation_label(self) -> str:
+        return codec.operation_label(self.operation) if self.request is not None else ""
+
+    @property
+    def operands(self) -> list[float]:
+        return list(self.request.operands) if self.request is not None else []
+
+
+def failure_word(routing_key: str, request: codec.Requested | None) -> str:
+    """The `<word>` of `calc.failed.<word>`: the arrival key's word, else the body's, else unknown."""
+    word = word_of_requested_key(routing_key)
+    if word is not None:
+        return word
+    if request is not None:
+        label = codec.operation_label(int(request.operation))
+        if " " not in label and not label.startswith("OPERATION_"):
+            return label
+    return "unknown"
+
+
+def evaluate(incoming: codec.Incoming, max_bytes: int) -> Outcome:
+    """Check, decode and compute one request, in the order the contract gives its reasons."""
+    word = failure_word(incoming.routing_key, None)
+    if len(incoming.body) > max_bytes:
+        return Outcome(None, incoming.correlation_id or "", word, reason=MALFORMED,
+                       detail=f"body of {len(incoming.body)} bytes exceeds the limit of {max_bytes}")
+    try:
+        request = codec.decode_request(incoming.body)
+    except DecodeError as exc:
+        return Outcome(None, incoming.correlation_id or "", word, reason=MALFORMED, detail=str(exc))
+    correlation_id = incoming.correlation_id or request.event_id
+    word = failure_word(incoming.routing_key, request)
+
+    def failed(reason: int, detail: str) -> Outcome:
+        return Outcome(request, correlation_id, word, reason=reason, detail=detail)
+
+    try:
+        codec.check_properties(incoming)
+    except DecodeError as exc:
+        return failed(MALFORMED, str(exc))
+    if not request.event_id:
+        return failed(MALFORMED, "request has no event_id")
+    try:
+        operation = codec.domain_operation(int(request.operation))
+    except CalculationError as exc:
+        return failed(codec.reason_of(exc), str(exc))
+    if word_of_requested_key(incoming.routing_key) != operation.word:
+        return failed(MALFORMED, f"routing key {incoming.routing_key!r} does not match "
+                                 f"operation {operation.word}")
+    try:
+        result = compute(operation, list(request.operands))
+    except CalculationError as exc:
+        return failed(codec.reason_of(exc), str(exc))
+    return Outcome(request, correlation_id, word, result=result)

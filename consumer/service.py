@@ -1,0 +1,222 @@
+"""The consumer service: deliveries in, results and failures out, ack only after a confirm."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from typing import Any
+
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from prometheus_client import Counter, Gauge, Histogram
+
+from consumer.handler import Outcome, evaluate, failure_word
+from gen import calc_pb2
+from messaging import codec, topology
+from messaging.errors import CalcEventsError, TransientFault
+from messaging.logs import kv
+from messaging.publisher import confirmed_channel, publish
+from messaging.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRIES_EXHAUSTED = calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED
+
+PROCESSED = Counter("calc_consumer_messages_total", "Requests handled, by operation and outcome",
+                    ["operation", "outcome"])
+FAILURES = Counter("calc_consumer_failures_total", "Requests dead-lettered, by reason", ["reason"])
+RETRIES = Counter("calc_consumer_retries_total", "Transient failures scheduled for a delayed retry")
+IN_FLIGHT = Gauge("calc_consumer_in_flight", "Deliveries being processed now")
+DURATION = Histogram("calc_consumer_processing_seconds", "Time from delivery to ack or reject",
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+AGE = Histogram("calc_consumer_request_age_seconds",
+                "Age of a request (its occurred_at) when its result was confirmed",
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+
+
+class _Completed:
+    """Bounded memory of event_ids completed by this process, for duplicate redeliveries."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+
+class ConsumerService:
+    """Consumes the configured work queues until `stop()`; see the contract's failure rules."""
+
+    def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
+        self.settings = settings
+        self.connection = connection
+        self._completed = _Completed()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._consume_channel: AbstractChannel | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._consumer_tags: list[tuple[Any, str]] = []
+        self._random = random.Random()
+
+    async def start(self) -> None:
+        self._publish_channel = await confirmed_channel(self.connection)
+        declared = await topology.declare(self._publish_channel, self.settings)
+        self._exchanges = declared.exchanges
+        self._consume_channel = await self.connection.channel()
+        await self._consume_channel.set_qos(prefetch_count=self.settings.prefetch)
+        for kind in self.settings.queues:
+            name = topology.work_queue(kind)
+            queue = await self._consume_channel.get_queue(name, ensure=False)
+            tag = await queue.consume(self._on_message)
+            self._consumer_tags.append((queue, tag))
+            log.info("consuming", extra=kv(queue=name, prefetch=self.settings.prefetch,
+                                           instance=self.settings.instance_id))
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work, let in-flight messages finish, then close the channels."""
+        for queue, tag in self._consumer_tags:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # a lost channel has no consumer left to cancel
+                log.warning("cancel failed", extra=kv(error=repr(exc)))
+        self._consumer_tags.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("in-flight messages left unacked at shutdown; the broker redelivers them",
+                        extra=kv(in_flight=self._in_flight))
+        for channel in (self._consume_channel, self._publish_channel):
+            if channel is not None and not channel.is_closed:
+                await channel.close()
+        log.info("stopped", extra=kv(instance=self.settings.instance_id))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        IN_FLIGHT.inc()
+        started = time.monotonic()
+        try:
+            await self._handle(message)
+        except Exception:
+            # A bug, not a verdict: requeue it; the delivery limit dead-letters a message that
+            # keeps failing this way, so nothing loops forever.
+            log.exception("unexpected error; message requeued",
+                          extra=kv(message_id=message.message_id,
+                                   correlation_id=message.correlation_id))
+            await self._settle(message, "nack")
+        finally:
+            DURATION.observe(time.monotonic() - started)
+            IN_FLIGHT.dec()
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        incoming = codec.incoming_of(message)
+        outcome = evaluate(incoming, self.settings.max_message_bytes)
+        attempt = incoming.attempt
+        ids = {"event_id": outcome.event_id or incoming.message_id or "",
+               "correlation_id": outcome.correlation_id}
+        if outcome.ok and outcome.event_id in self._completed:
+            log.info("duplicate", extra=kv(**ids, operation=outcome.operation_label))
+            PROCESSED.labels(outcome.operation_label, "duplicate").inc()
+            await self._settle(message, "ack")
+            return
+        try:
+            if outcome.ok and self.settings.fault_rate and self._random.random() < self.settings.fault_rate:
+                raise TransientFault("injected transient fault (CALC_FAULT_RATE)")
+            if outcome.ok:
+                await self._complete(outcome, attempt)
+                await self._settle(message, "ack")
+            else:
+                await self._fail(outcome, outcome.reason, outcome.detail, attempt)
+                await self._settle(message, "reject")
+        except CalcEventsError as exc:
+            await self._transient(message, incoming, outcome, attempt, str(exc))
+
+    async def _complete(self, outcome: Outcome, attempt: int) -> None:
+        assert outcome.request is not None
+        msg, event = codec.completed_message(outcome.request, outcome.result, outcome.correlation_id,
+                                             self.settings.instance_id, attempt)
+        await publish(self._exchanges[topology.RESULTS_EXCHANGE], msg,
+                      topology.completed_key(outcome.word), self.settings.publish_timeout)
+        self._completed.add(outcome.event_id)
+        PROCESSED.labels(outcome.operation_label, "completed").inc()
+        AGE.observe(max(0.0, time.time() - outcome.request.occurred_at.ToMicroseconds() / 1e6))
+        log.info("completed", extra=kv(
+            event_id=outcome.event_id, correlation_id=outcome.correlation_id,
+            operation=outcome.operation_label, operands=outcome.operands,
+            result=outcome.result, attempt=attempt, result_event_id=event.event_id))
+
+    async def _fail(self, outcome: Outcome, reason: int, detail: str, attempts: int) -> None:
+        msg, event = codec.failed_message(outcome.event_id, outcome.operation, reason, detail,
+                                          attempts, outcome.correlation_id, self.settings.instance_id)
+        await publish(self._exchanges[topology.RESULTS_EXCHANGE], msg,
+                      topology.failed_key(outcome.word), self.settings.publish_timeout)
+        name = codec.reason_name(reason)
+        PROCESSED.labels(outcome.operation_label or "undecodable", "failed").inc()
+        FAILURES.labels(name).inc()
+        log.warning("failed", extra=kv(
+            event_id=outcome.event_id, correlation_id=outcome.correlation_id,
+            operation=outcome.operation_label, operands=outcome.operands, reason=name,
+            detail=detail, attempts=attempts, failure_event_id=event.event_id))
+
+    async def _transient(self, message: AbstractIncomingMessage, incoming: codec.Incoming,
+                         outcome: Outcome, attempt: int, error: str) -> None:
+        """Retry after a growing delay, or give up with RETRIES_EXHAUSTED after the last attempt."""
+        ids = {"event_id": outcome.event_id or incoming.message_id or "",
+               "correlation_id": outcome.correlation_id}
+        try:
+            if attempt >= self.settings.max_attempts:
+                exhausted = Outcome(outcome.request, outcome.correlation_id,
+                                    failure_word(incoming.routing_key, outcome.request))
+                await self._fail(exhausted, RETRIES_EXHAUSTED,
+                                 f"gave up after {attempt} attempts: {error}", attempt)
+                await self._settle(message, "reject")
+                return
+            delay = topology.retry_delay(self.settings, attempt)
+            retry = codec.copy_message(message, attempt + 1, expiration=delay)
+            await publish(self._exchanges[topology.retry_exchange(attempt)], retry,
+                          incoming.routing_key, self.settings.publish_timeout)
+            RETRIES.inc()
+            log.warning("retry scheduled", extra=kv(**ids, attempt=attempt, next_attempt=attempt + 1,
+                                                    delay_s=delay, error=error))
+            await self._settle(message, "ack")
+        except CalcEventsError as exc:
+            # Neither a retry nor a failure could be confirmed: hand the message back to the
+            # broker; its delivery limit is the backstop.
+            log.error("could not schedule retry; requeued", extra=kv(**ids, error=str(exc)))
+            await self._settle(message, "nack")
+
+    async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
+        try:
+            if how == "ack":
+                await message.ack()
+            elif how == "reject":
+                await message.reject(requeue=False)
+            else:
+                await message.nack(requeue=True)
+        except Exception as exc:
+            # The channel is gone: the broker requeues the delivery itself.
+            log.warning("could not settle delivery", extra=kv(
+                message_id=message.message_id, correlation_id=message.correlation_id,
+                how=how, error=repr(exc)))

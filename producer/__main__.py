@@ -1,0 +1,109 @@
+"""`calc-producer` / `python -m producer`: run, send or bulk; parses, wires and hands over."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from calculator import Operation
+from messaging import lifecycle, logs
+from messaging.connection import connect
+from messaging.errors import UnroutableError
+from messaging.settings import Settings
+from producer.generator import Spec, random_spec
+from producer.service import Producer
+
+log = logging.getLogger("producer")
+
+EXIT_UNROUTABLE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calc-producer",
+        description="Publish CalculationRequested events to calc.requests (publisher confirms). "
+                    "Configured by environment variables (see README).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="publish one random request every CALC_INTERVAL seconds (default)")
+    send = sub.add_parser("send", help="publish one request and print its event_id")
+    send.add_argument("operation", choices=[op.word for op in Operation])
+    send.add_argument("operands", nargs="+", type=float, metavar="OPERAND")
+    send.add_argument("--correlation-id", help="defaults to the request's event_id")
+    bulk = sub.add_parser("bulk", help="publish N mixed requests with a progress line")
+    bulk.add_argument("--count", type=_positive_int, required=True)
+    bulk.add_argument("--rate", type=float, help="requests per second (default: as fast as confirmed)")
+    bulk.add_argument("--failure-share", type=float, help="share built to fail (default CALC_FAILURE_SHARE)")
+    bulk.add_argument("--seed", type=int, help="random seed, for a reproducible mix")
+    bulk.add_argument("--ids-file", type=Path, help="write every confirmed event_id here, one a line")
+    bulk.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _specs(rng: random.Random, share: float) -> Iterator[Spec]:
+    while True:
+        yield random_spec(rng, share)
+
+
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
+    stop = lifecycle.shutdown_event()
+    connection = await connect(settings, f"calc-producer {settings.instance_id}")
+    try:
+        producer = Producer(settings, connection)
+        await producer.start()
+        command = args.command or "run"
+        if command == "send":
+            event_id = await producer.send(Spec(Operation(args.operation), tuple(args.operands)),
+                                           args.correlation_id)
+            print(event_id)
+        elif command == "bulk":
+            share = settings.failure_share if args.failure_share is None else args.failure_share
+            report = await producer.bulk(_specs(random.Random(args.seed), share), args.count,
+                                         args.rate, stop, progress=True)
+            if args.ids_file:
+                args.ids_file.write_text("".join(f"{i}\n" for i in report.event_ids))
+            summary = {"requested": report.requested, "confirmed": report.confirmed,
+                       "seconds": round(report.seconds, 3), "rate_per_s": round(report.rate, 1)}
+            print(json.dumps(summary) if args.json else
+                  f"confirmed {report.confirmed} of {report.requested} in {report.seconds:.1f}s "
+                  f"({report.rate:,.0f} msg/s)")
+            if report.confirmed != report.requested:
+                return lifecycle.EXIT_FAILURE
+        else:
+            lifecycle.serve_metrics(settings)
+            sent = await producer.run(stop, random.Random())
+            log.info("stopped", extra=logs.kv(sent=sent))
+    except UnroutableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNROUTABLE
+    finally:
+        await connection.close()
+    return lifecycle.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except Exception as exc:
+        parser.exit(lifecycle.EXIT_USAGE, f"error: {exc}\n")
+    logs.configure(settings)
+    return lifecycle.run(lambda: _main(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+

@@ -1,0 +1,141 @@
+"""The producer: publishes CalculationRequested to calc.requests, confirmed, and never drops one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from prometheus_client import Counter
+
+from messaging import codec, topology
+from messaging.logs import kv
+from messaging.publisher import confirmed_channel, publish_until_confirmed
+from messaging.settings import Settings
+from producer.generator import Spec, random_spec
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = Counter("calc_producer_published_total", "Requests published", ["operation"])
+CONFIRMED = Counter("calc_producer_confirmed_total", "Requests confirmed by the broker",
+                    ["operation"])
+RETRIED = Counter("calc_producer_publish_retries_total",
+                  "Publishes retried after a nack, timeout or lost channel", ["operation"])
+
+
+@dataclass
+class BulkReport:
+    """What `bulk` did: counts add up to the requested count, or it raised."""
+
+    requested: int
+    confirmed: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    event_ids: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.confirmed / self.seconds if self.seconds else 0.0
+
+
+class Producer:
+    """Publishes requests on one confirmed channel of a robust connection."""
+
+    def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
+        self.settings = settings
+        self.connection = connection
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        channel = await confirmed_channel(self.connection)
+        declared = await topology.declare(channel, self.settings)
+        self._exchange = declared.exchanges[topology.REQUESTS_EXCHANGE]
+
+    async def send(self, spec: Spec, correlation_id: str | None = None, quiet: bool = False) -> str:
+        """Publish one request until confirmed; returns its event_id. Unroutable raises."""
+        assert self._exchange is not None, "start() first"
+        request = codec.build_request(spec.operation, spec.operands, self.settings.instance_id)
+        word = spec.operation.word
+        message = codec.request_message(request, correlation_id)
+        key = topology.requested_key(word)
+        PUBLISHED.labels(word).inc()
+        attempts = await publish_until_confirmed(self._exchange, message, key,
+                                                 self.settings.publish_timeout)
+        CONFIRMED.labels(word).inc()
+        if attempts > 1:
+            RETRIED.labels(word).inc(attempts - 1)
+        log.log(logging.DEBUG if quiet else logging.INFO, "published", extra=kv(event_id=request.event_id,
+                                       correlation_id=message.correlation_id, routing_key=key,
+                                       operands=list(request.operands), attempts=attempts))
+        return request.event_id
+
+    async def run(self, stop: asyncio.Event, rng: random.Random) -> int:
+        """One random request every CALC_INTERVAL seconds until `stop` is set."""
+        sent = 0
+        while not stop.is_set():
+            await self.send(random_spec(rng, self.settings.failure_share))
+            sent += 1
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.interval)
+            except TimeoutError:
+                pass
+        return sent
+
+    async def bulk(self, specs: Iterable[Spec], count: int, rate: float | None,
+                   stop: asyncio.Event | None = None, progress: bool = True) -> BulkReport:
+        """Publish `count` requests with up to CALC_PUBLISH_IN_FLIGHT unconfirmed at once.
+
+        `rate` (per second) paces the starts; progress goes to stderr once a second.
+        """
+        report = BulkReport(requested=count)
+        limit = asyncio.Semaphore(self.settings.publish_in_flight)
+        started = time.monotonic()
+        last_progress = started
+        tasks: set[asyncio.Task[None]] = set()
+        errors: list[BaseException] = []
+
+        async def one(spec: Spec) -> None:
+            try:
+                event_id = await self.send(spec, quiet=True)
+                report.event_ids.append(event_id)
+                report.confirmed += 1
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                limit.release()
+
+        for index, spec in enumerate(specs):
+            if index >= count or errors or (stop is not None and stop.is_set()):
+                break
+            if rate:
+                delay = started + index / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await limit.acquire()
+            task = asyncio.create_task(one(spec))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            now = time.monotonic()
+            if progress and now - last_progress >= 1.0:
+                last_progress = now
+                _progress(index + 1, report.confirmed, count, now - started)
+        if tasks:
+            await asyncio.gather(*tasks)
+        report.seconds = time.monotonic() - started
+        if progress:
+            _progress(count, report.confirmed, count, report.seconds, final=True)
+        if errors:
+            raise errors[0]
+        return report
+
+
+def _progress(sent: int, confirmed: int, count: int, seconds: float, final: bool = False) -> None:
+    rate = confirmed / seconds if seconds else 0.0
+    end = "\n" if final else "\r"
+    sys.stderr.write(f"bulk: {confirmed}/{count} confirmed ({sent} sent) {rate:,.0f} msg/s{end}")
+    sys.stderr.flush()
