@@ -1,0 +1,114 @@
+"""The consumer's verdict on a delivery, in the contract's order of reasons (no broker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from calculator import Operation
+from consumer.handler import evaluate
+from gen import calc_pb2
+from messaging import codec
+
+R = calc_pb2
+
+
+def _incoming(request: codec.Requested | None = None, body: bytes | None = None,
+              routing_key: str | None = None, **props: object) -> codec.Incoming:
+    if body is None:
+        assert request is not None
+        body = request.SerializeToString()
+    if routing_key is None and request is not None:
+        routing_key = "calc.requested." + codec.operation_label(int(request.operation))
+    return codec.Incoming(body=body, routing_key=routing_key or "", **props)  # type: ignore[arg-type]
+
+
+def _request(op: Operation | int, *operands: float, event_id: str = "e-1") -> codec.Requested:
+    return codec.build_request(op, operands, "test", event_id=event_id)
+
+
+def test_completed_with_result_and_default_correlation() -> None:
+    outcome = evaluate(_incoming(_request(Operation.ADD, 2, 3)), 1024)
+    assert outcome.ok and outcome.result == 5.0
+    assert outcome.event_id == "e-1" and outcome.correlation_id == "e-1" and outcome.word == "add"
+
+
+def test_correlation_id_is_carried() -> None:
+    outcome = evaluate(_incoming(_request(Operation.ADD, 2, 3), correlation_id="c-9"), 1024)
+    assert outcome.correlation_id == "c-9"
+
+
+@pytest.mark.parametrize(("op", "operands", "reason"), [
+    (Operation.DIVIDE, (1, 0), R.FAILURE_REASON_DIVISION_BY_ZERO),
+    (Operation.SQRT, (-1,), R.FAILURE_REASON_DOMAIN_ERROR),
+    (Operation.FACTORIAL, (171,), R.FAILURE_REASON_OVERFLOW),
+    (Operation.ADD, (1,), R.FAILURE_REASON_INVALID_ARGUMENTS),
+    (Operation.ADD, (float("nan"), 1), R.FAILURE_REASON_INVALID_ARGUMENTS),
+])
+def test_calculation_failures(op: Operation, operands: tuple[float, ...], reason: int) -> None:
+    outcome = evaluate(_incoming(_request(op, *operands)), 1024)
+    assert outcome.reason == reason and outcome.event_id == "e-1" and outcome.detail
+
+
+def test_unknown_operation_before_routing_key() -> None:
+    request = _request(99, 1, 2)
+    outcome = evaluate(_incoming(request, routing_key="calc.requested.add"), 1024)
+    assert outcome.reason == R.FAILURE_REASON_UNKNOWN_OPERATION
+    assert outcome.operation == 99 and outcome.word == "add"
+    unspecified = evaluate(_incoming(_request(0, 1, 2), routing_key="calc.requested.add"), 1024)
+    assert unspecified.reason == R.FAILURE_REASON_UNKNOWN_OPERATION
+
+
+def test_routing_key_disagreeing_with_body_is_malformed() -> None:
+    outcome = evaluate(_incoming(_request(Operation.ADD, 1, 2), routing_key="calc.requested.divide"), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE
+    assert outcome.event_id == "e-1" and outcome.word == "divide"
+
+
+def test_undecodable_body_has_no_request_event_id() -> None:
+    outcome = evaluate(_incoming(body=b"\xff\xff\xff\xff", routing_key="calc.requested.add",
+                                 correlation_id="c-1"), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE
+    assert outcome.event_id == "" and outcome.correlation_id == "c-1" and outcome.word == "add"
+
+
+def test_missing_event_id_is_malformed() -> None:
+    request = _request(Operation.ADD, 1, 2)
+    request.event_id = ""
+    outcome = evaluate(_incoming(request), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE and "event_id" in outcome.detail
+
+
+@pytest.mark.parametrize("props", [
+    {"type": "calc.v1.CalculationCompleted"},
+    {"content_type": "application/json"},
+])
+def test_wrong_type_or_content_type_is_malformed_but_keeps_the_id(props: dict[str, str]) -> None:
+    outcome = evaluate(_incoming(_request(Operation.ADD, 1, 2), **props), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE and outcome.event_id == "e-1"
+
+
+@pytest.mark.parametrize("props", [
+    {},
+    {"type": codec.TYPE_REQUESTED, "content_type": codec.CONTENT_TYPE},
+    {"type": "", "content_type": ""},
+])
+def test_absent_or_exact_properties_are_accepted(props: dict[str, str]) -> None:
+    assert evaluate(_incoming(_request(Operation.ADD, 1, 2), **props), 1024).ok
+
+
+def test_oversized_body_is_malformed() -> None:
+    request = _request(Operation.ADD, *([1.0] * 100))
+    outcome = evaluate(_incoming(request), 64)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE and "exceeds" in outcome.detail
+
+
+def test_unknown_fields_are_ignored() -> None:
+    body = _request(Operation.ADD, 1, 2).SerializeToString() + b"\xa0\x06\x01"  # field 100, varint
+    assert evaluate(_incoming(body=body, routing_key="calc.requested.add"), 1024).result == 3.0
+
+
+@pytest.mark.parametrize(("headers", "attempt"), [
+    ({}, 1), ({"attempt": 3}, 3), ({"attempt": b"2"}, 2), ({"attempt": "x"}, 1), ({"attempt": 0}, 1),
+])
+def test_attempt_header(headers: dict[str, object], attempt: int) -> None:
+    assert codec.Incoming(body=b"", routing_key="", headers=headers).attempt == attempt
