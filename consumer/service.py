@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aio_pika.abc import (
@@ -72,6 +73,9 @@ class ConsumerService:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._consumer_tags: list[tuple[Any, str]] = []
         self._random = random.Random()
+        # The fault-injection seam: (outcome, attempt) -> inject a transient fault? Tests pass
+        # a deterministic one; by default it follows CALC_FAULT_RATE.
+        self.inject_fault: Callable[[Outcome, int], bool] = self._random_fault
 
     async def start(self) -> None:
         self._publish_channel = await confirmed_channel(self.connection)
@@ -104,6 +108,10 @@ class ConsumerService:
             if channel is not None and not channel.is_closed:
                 await channel.close()
         log.info("stopped", extra=kv(instance=self.settings.instance_id))
+
+    def _random_fault(self, outcome: Outcome, attempt: int) -> bool:
+        rate = self.settings.fault_rate
+        return bool(rate) and self._random.random() < rate
 
     @property
     def in_flight(self) -> int:
@@ -142,7 +150,7 @@ class ConsumerService:
             await self._settle(message, "ack")
             return
         try:
-            if outcome.ok and self.settings.fault_rate and self._random.random() < self.settings.fault_rate:
+            if outcome.ok and self.inject_fault(outcome, attempt):
                 raise TransientFault("injected transient fault (CALC_FAULT_RATE)")
             if outcome.ok:
                 await self._complete(outcome, attempt)

@@ -59,7 +59,8 @@ async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractM
     async for attempt in retrying:
         with attempt:
             await publish(exchange, message, routing_key, confirm_timeout)
-        return attempt.retry_state.attempt_number
+            # inside the block: a failed attempt is swallowed by `with` and decided by tenacity
+            return attempt.retry_state.attempt_number
     raise AssertionError("unreachable")  # pragma: no cover
 
 
