@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractMessage
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from messaging.errors import PublishFailed, UnroutableError
 from messaging.logs import kv
@@ -39,7 +40,8 @@ async def publish(exchange: AbstractExchange, message: AbstractMessage, routing_
 
 
 async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractMessage,
-                                  routing_key: str, confirm_timeout: float, max_backoff: float = 10.0) -> int:
+                                  routing_key: str, confirm_timeout: float, max_backoff: float = 10.0,
+                                  on_retry: Callable[[], None] | None = None) -> int:
     """Publish, retrying nacks, timeouts and lost channels with capped exponential backoff.
 
     Never gives up on a transient failure (nothing is dropped); an unroutable message is a
@@ -49,12 +51,7 @@ async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractM
         retry=retry_if_exception_type(PublishFailed),
         wait=wait_exponential(multiplier=0.05, max=max_backoff),
         reraise=True,
-        before_sleep=lambda state: log.warning(
-            "publish not confirmed, retrying",
-            extra=kv(message_id=message.message_id, correlation_id=message.correlation_id,
-                     routing_key=routing_key, attempt=state.attempt_number,
-                     error=str(state.outcome.exception()) if state.outcome else ""),
-        ),
+        before_sleep=lambda state: _retrying(state, message, routing_key, on_retry),
     )
     async for attempt in retrying:
         with attempt:
@@ -62,6 +59,16 @@ async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractM
             # inside the block: a failed attempt is swallowed by `with` and decided by tenacity
             return attempt.retry_state.attempt_number
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retrying(state: RetryCallState, message: AbstractMessage, routing_key: str,
+              on_retry: Callable[[], None] | None) -> None:
+    log.warning("publish not confirmed, retrying", extra=kv(
+        message_id=message.message_id, correlation_id=message.correlation_id,
+        routing_key=routing_key, attempt=state.attempt_number,
+        error=str(state.outcome.exception()) if state.outcome else ""))
+    if on_retry is not None:
+        on_retry()
 
 
 async def confirmed_channel(connection: aio_pika.abc.AbstractConnection) -> aio_pika.abc.AbstractChannel:

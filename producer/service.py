@@ -50,6 +50,8 @@ class Producer:
         self.settings = settings
         self.connection = connection
         self._exchange: AbstractExchange | None = None
+        self.retries = 0
+        """Publishes retried after a nack, timeout or lost channel, since start."""
 
     async def start(self) -> None:
         channel = await confirmed_channel(self.connection)
@@ -65,14 +67,17 @@ class Producer:
         key = topology.requested_key(word)
         PUBLISHED.labels(word).inc()
         attempts = await publish_until_confirmed(self._exchange, message, key,
-                                                 self.settings.publish_timeout)
+                                                 self.settings.publish_timeout,
+                                                 on_retry=lambda: self._retried(word))
         CONFIRMED.labels(word).inc()
-        if attempts > 1:
-            RETRIED.labels(word).inc(attempts - 1)
         log.log(logging.DEBUG if quiet else logging.INFO, "published", extra=kv(event_id=request.event_id,
                                        correlation_id=message.correlation_id, routing_key=key,
                                        operands=list(request.operands), attempts=attempts))
         return request.event_id
+
+    def _retried(self, word: str) -> None:
+        RETRIED.labels(word).inc()
+        self.retries += 1
 
     async def run(self, stop: asyncio.Event, rng: random.Random) -> int:
         """One random request every CALC_INTERVAL seconds until `stop` is set."""
@@ -93,6 +98,7 @@ class Producer:
         `rate` (per second) paces the starts; progress goes to stderr once a second.
         """
         report = BulkReport(requested=count)
+        retries_before = self.retries
         limit = asyncio.Semaphore(self.settings.publish_in_flight)
         started = time.monotonic()
         last_progress = started
@@ -127,6 +133,7 @@ class Producer:
         if tasks:
             await asyncio.gather(*tasks)
         report.seconds = time.monotonic() - started
+        report.retried = self.retries - retries_before
         if progress:
             _progress(count, report.confirmed, count, report.seconds, final=True)
         if errors:
