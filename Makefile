@@ -1,0 +1,51 @@
+# calc-events: the commands the README gives. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install gen check lint test test-unit test-integration e2e up down clean
+
+help:
+	@echo "make install          create $(VENV) and install calc-events with its dev tools"
+	@echo "make check            lint (ruff), types (mypy), generated code up to date"
+	@echo "make test             every test: unit, then integration and chaos against a real broker"
+	@echo "make test-unit        unit tests only (no broker, seconds)"
+	@echo "make test-integration integration tests without the chaos tier"
+	@echo "make e2e              build and run the docker compose stack and check it end to end"
+	@echo "make gen              regenerate gen/ from proto/calc.proto"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+gen:
+	PYTHON=$(BIN)/python scripts/gen_proto.sh
+
+check:
+	$(BIN)/ruff check .
+	$(BIN)/mypy calculator messaging producer consumer dlq_inspector
+	PYTHON=$(BIN)/python scripts/gen_proto.sh
+	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)
+
+test:
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-unit:
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration:
+	$(BIN)/pytest tests/integration -m "not chaos" $(PYTEST_ARGS)
+
+e2e:
+	scripts/e2e.sh
+
+up:
+	docker compose up --build -d
+
+down:
+	docker compose down -v
