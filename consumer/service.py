@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import OrderedDict
@@ -141,6 +142,11 @@ class ConsumerService:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         incoming = codec.incoming_of(message)
         outcome = evaluate(incoming, self.settings.max_message_bytes)
+        crash = self.settings.test_crash_source
+        if crash and outcome.request is not None and outcome.request.source == crash:
+            log.critical("test crash hook: exiting without settling", extra=kv(
+                event_id=outcome.event_id, correlation_id=outcome.correlation_id))
+            os._exit(70)
         attempt = incoming.attempt
         ids = {"event_id": outcome.event_id or incoming.message_id or "",
                "correlation_id": outcome.correlation_id}

@@ -62,6 +62,8 @@ class Settings:
     """CALC_PUBLISH_IN_FLIGHT: unconfirmed publishes the producer keeps in flight."""
     declare_topology: bool = True
     """CALC_DECLARE_TOPOLOGY: declare the topology at start (false: only check it exists)."""
+    test_crash_source: str = ""
+    """CALC_TEST_CRASH_SOURCE: test-only; a request whose `source` equals it kills the consumer."""
     log_level: str = "INFO"
     """CALC_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     log_format: str = "text"
