@@ -8,12 +8,18 @@ from collections.abc import Callable
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractMessage
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from messaging.errors import PublishFailed, UnroutableError
 from messaging.logs import kv
 
 log = logging.getLogger(__name__)
+
+PUBLISH_OUTCOMES = Counter(
+    "calc_publish_outcomes_total",
+    "Confirmed publishes and why others were not confirmed, by exchange and operation word",
+    ["app", "exchange", "operation", "outcome"])  # outcome: confirmed|nacked|returned|timeout|lost
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
 
@@ -26,16 +32,22 @@ async def publish(exchange: AbstractExchange, message: AbstractMessage, routing_
     when it was nacked (e.g. a full queue with overflow reject-publish), timed out, or the
     channel was lost: in each of those cases the broker may not have the message.
     """
+    labels = (message.app_id or "", exchange.name, routing_key.rpartition(".")[2])
     try:
         await exchange.publish(message, routing_key, mandatory=True, timeout=confirm_timeout)
+        PUBLISH_OUTCOMES.labels(*labels, "confirmed").inc()
     except aiormq.exceptions.PublishError:
+        PUBLISH_OUTCOMES.labels(*labels, "returned").inc()
         raise UnroutableError(
             f"{exchange.name} routed {routing_key!r} to no queue (message returned)") from None
     except aiormq.exceptions.DeliveryError:
+        PUBLISH_OUTCOMES.labels(*labels, "nacked").inc()
         raise PublishFailed(f"{exchange.name} nacked {routing_key!r} (queue full?)") from None
     except TimeoutError:
+        PUBLISH_OUTCOMES.labels(*labels, "timeout").inc()
         raise PublishFailed(f"no confirm for {routing_key!r} within {confirm_timeout}s") from None
     except _CHANNEL_ERRORS as exc:
+        PUBLISH_OUTCOMES.labels(*labels, "lost").inc()
         raise PublishFailed(f"channel lost while publishing {routing_key!r}: {exc!r}") from None
 
 

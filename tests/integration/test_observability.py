@@ -1,0 +1,90 @@
+"""Metrics scraped after real traffic match what happened; JSON logs trace one id across services."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from messaging import topology
+from tests.integration.pipeline import (
+    BIN,
+    collect,
+    service_env,
+    start_process,
+    stop_process,
+    wait_for_line,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+           **match: str) -> float:
+    return sum(v for (n, labels), v in samples.items()
+               if n == name and all((k, want) in labels for k, want in match.items()))
+
+
+async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Path) -> None:
+    port = _free_port()
+    env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
+    consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
+    try:
+        wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
+        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "300", "--seed", "3",
+                               "--failure-share", "0.2"], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert bulk.returncode == 0, bulk.stderr
+        results = await collect(vhost_url, topology.AUDIT_QUEUE, 300, timeout=60)
+        dlq = await collect(vhost_url, topology.DLQ, len(results.failed()), timeout=30)
+        samples = _scrape(port)
+    finally:
+        assert stop_process(consumer) == 0
+    completed, failed = len(results.completed()), len(results.failed())
+    assert completed + failed == 300 and failed == len(dlq.messages) > 0
+    assert _total(samples, "calc_consumer_messages_total", outcome="completed") == completed
+    assert _total(samples, "calc_consumer_messages_total", outcome="failed") == failed
+    assert _total(samples, "calc_consumer_failures_total") == failed
+    by_reason = {dict(labels)["reason"]: v for (n, labels), v in samples.items()
+                 if n == "calc_consumer_failures_total"}
+    assert set(by_reason) <= {"DIVISION_BY_ZERO", "DOMAIN_ERROR", "OVERFLOW"}
+    assert _total(samples, "calc_publish_outcomes_total", outcome="confirmed",
+                  exchange="calc.results") == 300
+    assert _total(samples, "calc_consumer_processing_seconds_count") == 300
+    assert _total(samples, "calc_consumer_request_age_seconds_count") == completed
+    assert _total(samples, "calc_consumer_in_flight") == 0
+
+
+async def test_json_logs_trace_one_request_across_services(vhost_url: str, tmp_path: Path) -> None:
+    env = service_env(vhost_url, CALC_LOG_FORMAT="json")
+    log = tmp_path / "consumer.log"
+    consumer = start_process(["calc-consumer"], env, log)
+    try:
+        wait_for_line(log, '"consuming"')
+        send = subprocess.run([str(BIN / "calc-producer"), "send", "divide", "1", "0",
+                               "--correlation-id", "trace-me"], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+        event_id = send.stdout.strip()
+        wait_for_line(log, event_id)
+    finally:
+        assert stop_process(consumer) == 0
+    lines = [json.loads(line) for line in (send.stderr + log.read_text()).splitlines() if line]
+    assert all({"ts", "level", "logger", "event"} <= set(line) for line in lines)
+    mine = [line for line in lines if line.get("event_id") == event_id]
+    assert [line["event"] for line in mine] == ["published", "failed"]
+    assert all(line["correlation_id"] == "trace-me" for line in mine)
+    assert mine[1]["reason"] == "DIVISION_BY_ZERO" and mine[1]["detail"] == "division by zero"
