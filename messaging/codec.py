@@ -31,6 +31,7 @@ TYPE_REQUESTED = f"{PACKAGE}.CalculationRequested"
 TYPE_COMPLETED = f"{PACKAGE}.CalculationCompleted"
 TYPE_FAILED = f"{PACKAGE}.CalculationFailed"
 ATTEMPT_HEADER = "attempt"
+MAX_ATTEMPT = 2**32 - 1
 
 APP_PRODUCER = "calc-producer"
 APP_CONSUMER = "calc-consumer"
@@ -138,9 +139,10 @@ class Incoming:
             value = value.decode("ascii", "replace")
         try:
             number = int(value) if value is not None else 1
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return 1
-        return max(number, 1)
+        # CalculationFailed.attempts is a uint32: a forged huge header must not break encoding
+        return min(max(number, 1), MAX_ATTEMPT)
 
 
 def decode_request(body: bytes) -> Requested:

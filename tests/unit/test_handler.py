@@ -109,6 +109,43 @@ def test_unknown_fields_are_ignored() -> None:
 
 @pytest.mark.parametrize(("headers", "attempt"), [
     ({}, 1), ({"attempt": 3}, 3), ({"attempt": b"2"}, 2), ({"attempt": "x"}, 1), ({"attempt": 0}, 1),
+    ({"attempt": 2**40}, 2**32 - 1), ({"attempt": float("inf")}, 1), ({"attempt": 1.5}, 1),
 ])
 def test_attempt_header(headers: dict[str, object], attempt: int) -> None:
     assert codec.Incoming(body=b"", routing_key="", headers=headers).attempt == attempt
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_header_values = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5),
+                           st.binary(max_size=5), st.booleans())
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.one_of(st.binary(max_size=200),
+                      st.builds(lambda op, xs, eid: codec.build_request(op, xs, "h", event_id=eid)
+                                .SerializeToString(),
+                                st.integers(-(2**31), 2**31 - 1),
+                                st.lists(st.floats(), max_size=5), st.text(max_size=8))),
+       routing_key=st.one_of(st.sampled_from(["calc.requested.add", "calc.requested.sqrt", "", "x"]),
+                             st.text(max_size=20)),
+       content_type=st.one_of(st.none(), st.sampled_from([codec.CONTENT_TYPE, "text/plain"])),
+       type_=st.one_of(st.none(), st.sampled_from([codec.TYPE_REQUESTED, "other"])),
+       attempt=_header_values)
+def test_any_delivery_gets_a_verdict_that_encodes(body: bytes, routing_key: str,
+                                                   content_type: str | None, type_: str | None,
+                                                   attempt: object) -> None:
+    incoming = codec.Incoming(body=body, routing_key=routing_key, content_type=content_type,
+                              type=type_, headers={"attempt": attempt})
+    outcome = evaluate(incoming, 1024)
+    assert outcome.ok or outcome.detail
+    assert 1 <= incoming.attempt <= codec.MAX_ATTEMPT
+    # whatever the verdict, the event that states it can be built and sent
+    if outcome.ok:
+        assert outcome.request is not None
+        codec.completed_message(outcome.request, outcome.result, outcome.correlation_id, "t",
+                                incoming.attempt)
+    else:
+        codec.failed_message(outcome.event_id, outcome.operation, outcome.reason, outcome.detail,
+                             incoming.attempt, outcome.correlation_id, "t")
