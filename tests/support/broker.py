@@ -8,6 +8,7 @@ private forces one of them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -215,13 +216,19 @@ def _testcontainers_broker(image: str, timeout: float = 120.0) -> Iterator[Broke
         raise BrokerSetupError(f"RabbitMQ container {image} did not start: {exc}") from exc
     try:
         management_port = int(container.get_exposed_port(15672))
+        management_url = f"http://guest:guest@{host}:{management_port}"
+        admin: BrokerAdmin = ManagementApiAdmin(management_url)
+        # The HTTP API makes a vhost in ~0.07 s against ~1.5 s for rabbitmqctl via docker exec;
+        # fall back to the CLI if the management listener is not up in time.
+        if not _answers(admin, timeout=30):
+            admin = ContainerCtlAdmin(container)
         yield Broker(
             url=f"amqp://guest:guest@{host}:{port}/",
             host=host,
             port=port,
-            admin=ContainerCtlAdmin(container),
+            admin=admin,
             kind="testcontainers",
-            management_url=f"http://guest:guest@{host}:{management_port}",
+            management_url=management_url,
         )
     finally:
         container.stop()
@@ -238,3 +245,14 @@ def _private_broker() -> Iterator[Broker]:
         yield Broker(url=node.url, host=node.host, port=node.amqp_port, admin=node.admin, kind="private")
     finally:
         node.cleanup()
+
+
+def _answers(admin: BrokerAdmin, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            admin.list_vhosts()
+            return True
+        except Exception:
+            time.sleep(0.5)
+    return False
