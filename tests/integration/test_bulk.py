@@ -123,3 +123,26 @@ def test_send_rejects_an_unknown_operation() -> None:
         [str(BIN / "calc-producer"), "send", "cube", "2"],
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and "invalid choice: 'cube'" in result.stderr
+
+
+async def test_producer_run_publishes_periodically_with_failures_and_stops_on_sigterm(
+        vhost_url: str, tmp_path: Path) -> None:
+    env = service_env(vhost_url, CALC_INTERVAL="0.02", CALC_FAILURE_SHARE="0.5")
+    consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
+    wait_for_line(tmp_path / "consumer.log", "consuming")
+    log = tmp_path / "producer.log"
+    producer_process = start_process(["calc-producer", "run"], env, log)
+    try:
+        wait_for_line(log, "published")
+        await asyncio.sleep(3)
+    finally:
+        assert stop_process(producer_process) == 0
+    published = log.read_text().count(" published ")
+    assert published > 20
+    assert f"stopped sent={published}" in log.read_text()
+    results = await collect(vhost_url, topology.AUDIT_QUEUE, published, timeout=60)
+    assert stop_process(consumer) == 0
+    completed, failed = len(results.completed()), len(results.failed())
+    assert completed + failed == published
+    assert failed == await queue_depth(vhost_url, topology.DLQ)
+    assert 0.2 * published < failed < 0.8 * published  # CALC_FAILURE_SHARE=0.5
