@@ -1,0 +1,31 @@
+"""`dlq-inspector` / `python -m dlq_inspector`: parse, load settings, configure logs, hand over."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from dlq_inspector import cli, commands
+from messaging import lifecycle, logs
+from messaging.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = cli.parse(argv)
+    try:
+        settings = Settings.from_env()
+    except Exception as exc:
+        cli.parser().exit(cli.EXIT_USAGE, f"error: {exc}\n")
+    logs.configure(settings)
+    try:
+        return lifecycle.run(lambda: commands.run(args, settings))
+    except BrokenPipeError:
+        # The reader of stdout went away (`dlq-inspector list | head`): stop quietly; whatever
+        # the scan held went back to the DLQ when its connection closed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return cli.EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

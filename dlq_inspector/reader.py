@@ -1,0 +1,198 @@
+"""Reading calc.dlq without taking anything: a scan holds every message unacked, then hands all back.
+
+How a scan stays non-destructive, ordered and bounded in memory:
+
+- It reads with manual acks and never acks what it only looks at. Closing its channels at the end
+  hands every unacked message back; calc.dlq is a classic queue, where a requeued message returns
+  to its original position and no delivery limit applies, so any number of scans changes nothing.
+- A consumer with prefetch N stops receiving once N messages are unacked, and a scan must not ack.
+  So it reads in windows: a channel consumes until it holds N messages, its consumer is cancelled
+  (the messages stay held by that channel), and the next window opens on a new channel, where the
+  broker goes on from the first message nobody holds. Memory holds at most one window of bodies;
+  the broker holds the rest as unacked. (basic.get would be simpler but is about 4x slower.)
+- Where the queue ends: the ready count of a passive declare when the scan starts. Messages that
+  arrive later are not read (and a replayed message that dies again is not replayed twice in one
+  run). If fewer arrive (another reader holds them), the scan ends after an idle timeout and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    ConsumerTag,
+)
+
+from dlq_inspector.errors import InspectorError
+from dlq_inspector.letters import DeadLetter, from_message, from_record
+from messaging.logs import kv
+from messaging.topology import DLQ
+
+log = logging.getLogger(__name__)
+
+WINDOW = 1000
+MAX_WINDOWS = 1000  # channels one scan may open (RabbitMQ's default channel_max is 2047)
+MAX_PREFETCH = 65535  # basic.qos prefetch_count is a short
+
+
+@dataclass(eq=False)
+class _Window:
+    channel: AbstractChannel
+    queue: AbstractQueue
+    buffer: asyncio.Queue[AbstractIncomingMessage | None] = field(default_factory=asyncio.Queue)
+    tag: ConsumerTag | None = None
+    held: int = 0
+    """Messages taken from this window and not acked (they count against its prefetch)."""
+    closed_by: BaseException | None = None
+
+    async def stop_consuming(self) -> None:
+        """Cancel the consumer; hand back deliveries it received past what the scan took."""
+        if self.tag is None:
+            return
+        tag, self.tag = self.tag, None
+        await self.queue.cancel(tag)
+        # Deliveries that preceded the cancel-ok are handed to their callback tasks first.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        while not self.buffer.empty():
+            message = self.buffer.get_nowait()
+            if message is not None:
+                # Back to its original position: the next window receives it first.
+                await message.nack(requeue=True)
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One message held by a scan: its data, and the means to remove it (ack) from the DLQ."""
+
+    letter: DeadLetter
+    message: AbstractIncomingMessage
+    _window: _Window
+
+    async def ack(self) -> None:
+        """Remove the message from the DLQ (after it was replayed, or to purge it)."""
+        await self.message.ack()
+        self._window.held -= 1
+
+
+class DlqScan:
+    """`async with DlqScan(connection) as scan: async for delivery in scan.deliveries(): ...`
+
+    On exit every message the scan did not ack goes back to calc.dlq, in its place.
+    """
+
+    def __init__(self, connection: AbstractConnection, window: int = WINDOW,
+                 idle_timeout: float = 5.0, queue: str = DLQ) -> None:
+        self.connection = connection
+        self.queue_name = queue
+        self.window = window
+        self.idle_timeout = idle_timeout
+        self.expected = 0
+        self.consumers = 0
+        self.seen = 0
+        self.complete = True
+        self._windows: list[_Window] = []
+
+    async def __aenter__(self) -> DlqScan:
+        async with self.connection.channel(publisher_confirms=False) as channel:
+            declared = await channel.declare_queue(self.queue_name, passive=True)
+        self.expected = int(declared.declaration_result.message_count or 0)
+        self.consumers = int(declared.declaration_result.consumer_count or 0)
+        if self.consumers:
+            log.warning("calc.dlq has other consumers; messages they hold are not seen by this scan",
+                        extra=kv(queue=self.queue_name, consumers=self.consumers))
+        # More messages than windows x prefetch would exhaust the channels: widen the windows.
+        self.window = min(MAX_PREFETCH, max(self.window, math.ceil(self.expected / MAX_WINDOWS)))
+        log.debug("scan started", extra=kv(queue=self.queue_name, expected=self.expected,
+                                           window=self.window))
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every window's channel: the broker requeues what they hold, each in its place."""
+        windows, self._windows = self._windows, []
+        for window in windows:
+            if not window.channel.is_closed:
+                try:
+                    await window.channel.close()
+                except Exception as exc:  # the connection is gone: the broker requeues anyway
+                    log.debug("closing a scan channel failed", extra=kv(error=repr(exc)))
+
+    async def _open_window(self) -> _Window:
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.window)
+        queue = await channel.get_queue(self.queue_name, ensure=False)
+        window = _Window(channel, queue)
+
+        def on_close(_sender: Any, exc: BaseException | None) -> None:
+            if exc is not None and window.closed_by is None:
+                window.closed_by = exc
+                window.buffer.put_nowait(None)
+
+        channel.close_callbacks.add(on_close)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            window.buffer.put_nowait(message)
+
+        window.tag = await queue.consume(on_message, no_ack=False)
+        self._windows.append(window)
+        return window
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """The messages in queue order, up to the count at the start; each held until the scan ends."""
+        window: _Window | None = None
+        while self.seen < self.expected:
+            if window is None or (window.held >= self.window and window.buffer.empty()):
+                if window is not None:
+                    await window.stop_consuming()
+                window = await self._open_window()
+            try:
+                message = await asyncio.wait_for(window.buffer.get(), self.idle_timeout)
+            except TimeoutError:
+                self.complete = False
+                log.warning("scan ended early: the rest is held by another reader or was removed",
+                            extra=kv(queue=self.queue_name, read=self.seen, expected=self.expected,
+                                     idle_timeout_s=self.idle_timeout))
+                break
+            if message is None:
+                raise InspectorError(f"the broker closed the channel reading {self.queue_name}: "
+                                     f"{window.closed_by!r}")
+            window.held += 1
+            self.seen += 1
+            yield Delivery(from_message(message, self.seen - 1), message, window)
+        if window is not None and not window.channel.is_closed:
+            await window.stop_consuming()
+
+    async def letters(self) -> AsyncIterator[DeadLetter]:
+        async for delivery in self.deliveries():
+            yield delivery.letter
+
+
+def read_export(path: Path) -> Iterator[DeadLetter]:
+    """The letters of an `export` file (JSON lines), one at a time; InspectorError on a bad line."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield from_record(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise InspectorError(f"{path}:{number} is not an export line ({exc})") from None
+    except OSError as exc:
+        raise InspectorError(f"cannot read {path}: {exc.strerror}") from None
