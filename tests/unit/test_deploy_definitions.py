@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -136,22 +137,30 @@ def test_monitor_may_do_nothing_but_look() -> None:
     assert perms["configure"] == perms["write"] == perms["read"] == "^$"
 
 
-def _render(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+# The official rabbitmq image has mawk; other images gawk or busybox: the renderer is POSIX awk.
+AWKS = [name for name in ("mawk", "gawk", "original-awk") if shutil.which(name)] or ["awk"]
+
+
+def _render(tmp_path: Path, env: dict[str, str], awk: str = "awk") -> subprocess.CompletedProcess[str]:
     out = tmp_path / "definitions.json"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "awk").symlink_to(shutil.which(awk) or awk)
     return subprocess.run(
         ["sh", str(RENDERER)], capture_output=True, text=True,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        env={"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
              "CALC_DEFINITIONS_TEMPLATE": str(DEPLOY / "definitions.template.json"),
              "CALC_DEFINITIONS_FILE": str(out), **env})
 
 
-def test_renderer_fills_passwords_from_variables_and_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("awk", AWKS)
+def test_renderer_fills_passwords_from_variables_and_files(tmp_path: Path, awk: str) -> None:
     hard = 'a "quoted" \\ back&slash $HOME ${NOT_A_VAR} ünï'
     secret = tmp_path / "producer"
     secret.write_text("  from-a-file\n")
     env = {"CALC_ADMIN_PASSWORD": hard, "CALC_PRODUCER_PASSWORD_FILE": str(secret),
            "CALC_CONSUMER_PASSWORD": "c", "CALC_INSPECTOR_PASSWORD": "i", "CALC_MONITOR_PASSWORD": "m"}
-    result = _render(tmp_path, env)
+    result = _render(tmp_path, env, awk)
     assert result.returncode == 0, result.stderr
     rendered = json.loads((tmp_path / "definitions.json").read_text())
     passwords = {u["name"]: u["password"] for u in rendered["users"]}
