@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from dlq_inspector.errors import InspectorError
 from messaging import topology
@@ -28,10 +28,15 @@ BROKER_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidSt
                  OSError, asyncio.TimeoutError)
 
 
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRYABLE) and not isinstance(
+        exc, aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.InvalidFrameError)
+
+
 async def open_connection(settings: Settings, name: str, timeout: float) -> AbstractConnection:
     """Connect, retrying for up to `timeout` seconds; refused credentials or vhost fail at once."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(_RETRYABLE),
+        retry=retry_if_exception(_retryable),
         wait=wait_exponential(multiplier=0.2, max=2),
         stop=stop_after_delay(timeout),
         reraise=True,
@@ -48,13 +53,20 @@ async def open_connection(settings: Settings, name: str, timeout: float) -> Abst
     except aiormq.exceptions.ProbableAuthenticationError:
         raise ConfigurationError(
             f"the broker refused the credentials of {settings.safe_url} (ACCESS_REFUSED)") from None
-    except aiormq.exceptions.ConnectionNotAllowed as exc:
-        raise ConfigurationError(f"the broker refused {settings.safe_url}: {exc}") from None
     except _RETRYABLE as exc:
         raise BrokerUnavailable(
             f"broker {settings.safe_url} not reachable after {timeout:.0f}s: {type(exc).__name__}"
         ) from None
+    except aiormq.exceptions.AMQPError as exc:
+        # e.g. NOT_ALLOWED for a vhost that does not exist, answered with Connection.Close
+        raise ConfigurationError(f"the broker refused {settings.safe_url}: {_reply_text(exc)}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _reply_text(exc: BaseException) -> str:
+    if "Connection.Close" in str(exc):  # aiormq keeps no reply text for a refused Connection.Open
+        return "the connection was closed at open (does the vhost exist, may this user use it?)"
+    return str(exc)
 
 
 @asynccontextmanager
