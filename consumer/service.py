@@ -67,6 +67,7 @@ class ConsumerService:
         self.connection = connection
         self._completed = _Completed()
         self._in_flight = 0
+        self._settled = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._consume_channel: AbstractChannel | None = None
@@ -117,6 +118,11 @@ class ConsumerService:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def settled(self) -> int:
+        """Deliveries acked, rejected or requeued since start."""
+        return self._settled
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
@@ -229,6 +235,7 @@ class ConsumerService:
                 await message.reject(requeue=False)
             else:
                 await message.nack(requeue=True)
+            self._settled += 1
         except Exception as exc:
             # The channel is gone: the broker requeues the delivery itself.
             log.warning("could not settle delivery", extra=kv(

@@ -1,0 +1,81 @@
+"""The table: figures, the ratio of ours to each baseline, and the issue's targets beside them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGETS = {"aiormq": 0.9, "aiopika_iter": 5.0, "aiopika_callback": 1.5, "pika_blocking": 5.0,
+           "faststream": 2.5}
+"""Issue 7: ours >= this x the baseline (none for (g): reported as it is)."""
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def render(data: dict[str, Any]) -> str:
+    results = data["results"]
+    machine = data["machine"]
+    plan = data["plan"]
+    lines = [f"calc-events benchmark ({data['mode']}): RabbitMQ {data['broker']}, {machine['cpus']} cores "
+             f"shared by broker and clients ({machine['cpu']}), Python {machine['python']}",
+             f"quorum work queue, persistent messages, publisher confirms; median of {plan['repeat']} "
+             f"repetition(s); {data.get('seconds', 0):.0f}s in all", ""]
+    e2e = results.get("end_to_end")
+    if e2e:
+        ours = e2e.get("ours", {}).get("rate")
+        lines.append(f"End to end: requests preloaded in calc.work.basic "
+                     f"({plan['failure_share']:.0%} fail and are dead-lettered), consumed, computed, "
+                     "result confirmed, settled")
+        lines.append(f"  {'variant':44} {'msg/s':>8} {'ours/this':>10}  target")
+        for name, entry in e2e.items():
+            ratio = ours / entry["rate"] if ours and entry["rate"] else float("nan")
+            target = TARGETS.get(name)
+            goal = f">= {target:.1f}x {_mark(ratio >= target)}" if target else ""
+            lines.append(f"  {entry['label']:44} {entry['rate']:8,.0f} {ratio:9.2f}x  {goal}")
+        lines.append("")
+    producer = results.get("producer")
+    if producer:
+        ours = producer["ours"]["rate"]
+        raw = [e for k, e in producer.items() if k != "ours"]
+        best = max(e["rate"] for e in raw) if raw else float("nan")
+        lines.append("Producer bulk publish (confirmed), ratio to the best raw aiormq publisher")
+        for entry in producer.values():
+            lines.append(f"  {entry['label']:44} {entry['rate']:8,.0f}")
+        ratio = ours / best
+        lines.append(f"  {'ours / best raw':44} {ratio:8.2f}x  target >= 0.9x {_mark(ratio >= 0.9)}")
+        lines.append("")
+    table = results.get("latency")
+    if table:
+        lines.append("Latency publish -> result, ms (p50 / p90 / p99) at fixed rates")
+        rates = sorted({int(r) for row in table.values() for r in row["rates"]})
+        lines.append(f"  {'variant':44} " + " ".join(f"{str(r) + '/s':>20}" for r in rates))
+        for row in table.values():
+            cells = []
+            for r in rates:
+                cell = row["rates"].get(str(r))
+                cells.append(f"{cell['p50']:6.1f}/{cell['p90']:6.1f}/{cell['p99']:6.1f}" if cell else "")
+            lines.append(f"  {row['label']:44} " + " ".join(f"{c:>20}" for c in cells))
+        ours_1000 = table.get("ours", {}).get("rates", {}).get("1000")
+        if ours_1000:
+            lines.append(f"  ours p99 at 1000/s: {ours_1000['p99']:.1f} ms, target <= 20 ms "
+                         f"{_mark(ours_1000['p99'] <= 20)}")
+        lines.append("")
+    memory = results.get("memory")
+    if memory:
+        if "skipped" in memory:
+            lines.append(f"Consumer memory: skipped ({memory['skipped']})")
+        else:
+            (first, a), (last, b) = sorted(memory["rss_kib_at"].items(), key=lambda kv: int(kv[0]))
+            lines.append(f"Consumer memory over {memory['messages']:,} messages (ours, fed while consuming): "
+                         f"RSS {a / 1024:.1f} MiB at {int(first):,}, {b / 1024:.1f} MiB at {int(last):,} "
+                         f"({memory['growth']:+.1%}; target < 10% {_mark(memory['growth'] < 0.10)}), "
+                         f"peak {memory['peak_rss_kib'] / 1024:.1f} MiB, {memory['rate']:,.0f} msg/s")
+    dlq = results.get("dlq_report")
+    if dlq:
+        if "skipped" in dlq:
+            lines.append(f"dlq-inspector report: {dlq['skipped']}")
+        else:
+            lines.append(f"dlq-inspector report on {dlq['messages']:,} DLQ messages: {dlq['seconds']:.2f} s "
+                         f"({dlq['messages'] / dlq['seconds']:,.0f} msg/s)")
+    return "\n".join(lines).rstrip() + "\n"
