@@ -11,7 +11,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustConnection
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential,
 )
@@ -23,6 +23,14 @@ from messaging.settings import Settings
 log = logging.getLogger(__name__)
 
 _RETRYABLE = (ConnectionError, OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPConnectionError)
+# Wrong credentials or a vhost the user may not open: waiting will not fix them, so fail at once.
+# (aiormq reports a vhost that does not exist as an unexpected Connection.Close frame.)
+_REFUSED = (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError,
+            aiormq.exceptions.ConnectionNotAllowed, aiormq.exceptions.InvalidFrameError)
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRYABLE) and not isinstance(exc, _REFUSED)
 
 
 class BrokerUnavailable(CalcEventsError):
@@ -44,7 +52,7 @@ async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
     context = ssl_context(settings)
     url = settings.broker_url
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(_RETRYABLE),
+        retry=retry_if_exception(_worth_retrying),
         wait=wait_exponential(multiplier=0.5, max=5),
         stop=stop_after_delay(settings.connect_timeout),
         reraise=True,
@@ -63,9 +71,10 @@ async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
                 )
                 log.info("connected", extra=kv(url=settings.safe_url, connection=name))
                 return connection
-    except aiormq.exceptions.ProbableAuthenticationError:
+    except _REFUSED as exc:
         raise ConfigurationError(
-            f"the broker refused the credentials of {settings.safe_url} (ACCESS_REFUSED)") from None
+            f"the broker refused {settings.safe_url}: wrong user or password, or a vhost that "
+            f"does not exist or this user may not open ({type(exc).__name__})") from None
     except _RETRYABLE as exc:
         raise BrokerUnavailable(
             f"broker {settings.safe_url} not reachable after {settings.connect_timeout:.0f}s: "

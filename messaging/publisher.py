@@ -11,7 +11,7 @@ from aio_pika.abc import AbstractExchange, AbstractMessage
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from messaging.errors import PublishFailed, UnroutableError
+from messaging.errors import ConfigurationError, PublishFailed, UnroutableError
 from messaging.logs import kv
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 PUBLISH_OUTCOMES = Counter(
     "calc_publish_outcomes_total",
     "Confirmed publishes and why others were not confirmed, by exchange and operation word",
-    ["app", "exchange", "operation", "outcome"])  # outcome: confirmed|nacked|returned|timeout|lost
+    ["app", "exchange", "operation", "outcome"])  # outcome: confirmed|nacked|returned|refused|timeout|lost
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
 
@@ -43,6 +43,11 @@ async def publish(exchange: AbstractExchange, message: AbstractMessage, routing_
     except aiormq.exceptions.DeliveryError:
         PUBLISH_OUTCOMES.labels(*labels, "nacked").inc()
         raise PublishFailed(f"{exchange.name} nacked {routing_key!r} (queue full?)") from None
+    except (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelNotFoundEntity) as exc:
+        # Not transient: retrying a publish the broker forbids, or to an exchange that does not
+        # exist, would loop forever. The operator has to fix permissions or the topology.
+        PUBLISH_OUTCOMES.labels(*labels, "refused").inc()
+        raise ConfigurationError(f"the broker refused publishing to {exchange.name!r}: {exc}") from None
     except TimeoutError:
         PUBLISH_OUTCOMES.labels(*labels, "timeout").inc()
         raise PublishFailed(f"no confirm for {routing_key!r} within {confirm_timeout}s") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from producer.generator import Spec
 from tests.integration.pipeline import (
     BIN,
     collect,
+    declare,
     producer,
     queue_depth,
     running_consumer,
@@ -23,6 +25,7 @@ from tests.integration.pipeline import (
     stop_process,
     wait_for_line,
 )
+from tests.support.broker import Broker
 
 
 @pytest.mark.slow
@@ -146,3 +149,44 @@ async def test_producer_run_publishes_periodically_with_failures_and_stops_on_si
     assert completed + failed == published
     assert failed == await queue_depth(vhost_url, topology.DLQ)
     assert 0.2 * published < failed < 0.8 * published  # CALC_FAILURE_SHARE=0.5
+
+
+def test_wrong_password_fails_at_once_without_leaking_it(broker: Broker) -> None:
+    url = broker.url_for("/").replace(f":{broker.password}@", ":not-the-password@")
+    started = time.monotonic()
+    result = subprocess.run([str(BIN / "calc-producer"), "send", "add", "1", "2"],
+                            env=service_env(url), capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2
+    assert "wrong user or password" in result.stderr
+    assert "not-the-password" not in result.stderr + result.stdout
+    assert time.monotonic() - started < 20  # refused credentials are not retried for minutes
+
+
+def test_missing_vhost_is_a_clear_error(broker: Broker) -> None:
+    result = subprocess.run([str(BIN / "calc-consumer")], env=service_env(broker.url_for("no-such-vhost")),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "a vhost that does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_publish_the_broker_forbids_is_an_error_not_a_retry_loop(vhost_url: str,
+                                                                        broker: Broker) -> None:
+    """A producer whose user may not write to calc.requests stops with an error at once."""
+    vhost = vhost_url.rsplit("/", 1)[1]
+    await declare(settings_for(vhost_url))
+    user, password = f"ro-{vhost}", "ro-password"
+    broker.admin.add_user(user, password)
+    try:
+        broker.admin.set_permissions(vhost, user, configure="^$", write="^$", read="^$")
+        url = vhost_url.replace(f"{broker.username}:{broker.password}@", f"{user}:{password}@")
+        started = time.monotonic()
+        result = subprocess.run([str(BIN / "calc-producer"), "send", "add", "1", "2"],
+                                env=service_env(url, CALC_DECLARE_TOPOLOGY="false"),
+                                capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        broker.admin.delete_user(user)
+    assert result.returncode == 2, result.stderr
+    assert "refused publishing to 'calc.requests'" in result.stderr
+    assert time.monotonic() - started < 20
+    assert await queue_depth(vhost_url, "calc.work.basic") == 0
