@@ -2,9 +2,10 @@
 
 How a scan stays non-destructive, ordered and bounded in memory:
 
-- It reads with manual acks and never acks what it only looks at. Closing its channels at the end
-  hands every unacked message back; calc.dlq is a classic queue, where a requeued message returns
-  to its original position and no delivery limit applies, so any number of scans changes nothing.
+- It reads with manual acks and never acks what it only looks at. At the end it nacks (requeue)
+  everything it holds and waits until the queue has it back; calc.dlq is a classic queue, where a
+  requeued message returns to its original position and no delivery limit applies, so any number
+  of scans changes nothing. If the inspector dies, the broker requeues the same way by itself.
 - A consumer with prefetch N stops receiving once N messages are unacked, and a scan must not ack.
   So it reads in windows: a channel consumes until it holds N messages, its consumer is cancelled
   (the messages stay held by that channel), and the next window opens on a new channel, where the
@@ -18,9 +19,11 @@ How a scan stays non-destructive, ordered and bounded in memory:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,25 @@ class _Window:
             if message is not None:
                 # Back to its original position: the next window receives it first.
                 await message.nack(requeue=True)
+
+
+    @property
+    def holding(self) -> int:
+        """Messages this window's channel holds unacked (taken, or delivered and not yet taken)."""
+        if self.channel.is_closed:
+            return 0
+        return self.held + self.buffer.qsize()  # a closed channel's sentinel never counts here
+
+    async def hand_back(self) -> None:
+        """Cancel the consumer (else the requeued messages come straight back), requeue all, close."""
+        if self.channel.is_closed:
+            return
+        if self.tag is not None:
+            tag, self.tag = self.tag, None
+            await self.queue.cancel(tag)
+        underlay = await self.channel.get_underlay_channel()
+        await underlay.basic_nack(delivery_tag=0, multiple=True, requeue=True)  # 0: everything held
+        await self.channel.close()
 
 
 @dataclass(eq=False)
@@ -124,14 +146,54 @@ class DlqScan:
         await self.close()
 
     async def close(self) -> None:
-        """Close every window's channel: the broker requeues what they hold, each in its place."""
+        """Hand every held message back, each to its place, and wait until the queue has them.
+
+        The broker requeues in the background, and on 100,000 messages that takes seconds: a scan
+        started meanwhile would find a short queue and take it for the whole. No AMQP call is
+        ordered after a requeue (a classic queue answers the passive declare's `stat` first), so
+        the wait is on the ready count: what it was before plus what this scan held.
+        """
         windows, self._windows = self._windows, []
-        for window in windows:
-            if not window.channel.is_closed:
-                try:
-                    await window.channel.close()
-                except Exception as exc:  # the connection is gone: the broker requeues anyway
-                    log.debug("closing a scan channel failed", extra=kv(error=repr(exc)))
+        started = time.monotonic()
+        holding = sum(w.holding for w in windows)
+        before = await self._ready() if holding else None
+        results = await asyncio.gather(*(w.hand_back() for w in windows), return_exceptions=True)
+        for window, result in zip(windows, results, strict=True):
+            if isinstance(result, BaseException):
+                # The channel or connection is gone: the broker requeues what it held by itself.
+                log.debug("handing back a window failed", extra=kv(error=repr(result)))
+                if not window.channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await window.channel.close()
+        if before is not None:
+            await self._wait_ready(before + holding, timeout=self.requeue_timeout(holding))
+        log.debug("scan handed back", extra=kv(queue=self.queue_name, messages=holding,
+                                               seconds=round(time.monotonic() - started, 3)))
+
+    @staticmethod
+    def requeue_timeout(messages: int) -> float:
+        return 30.0 + messages / 1000  # RabbitMQ 3.10 requeues a few thousand a second
+
+    async def _ready(self) -> int | None:
+        try:
+            async with self.connection.channel(publisher_confirms=False) as channel:
+                declared = await channel.declare_queue(self.queue_name, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        except Exception as exc:  # the connection is gone: nothing left to wait for
+            log.debug("cannot read the ready count", extra=kv(error=repr(exc)))
+            return None
+
+    async def _wait_ready(self, target: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ready: int | None = 0
+        while time.monotonic() < deadline:
+            ready = await self._ready()
+            if ready is None or ready >= target:
+                return
+            await asyncio.sleep(0.05)
+        # Someone removed messages meanwhile, or the broker is slow: say so, lose nothing.
+        log.warning("the broker is still requeuing what the scan held; a scan started now may read "
+                    "fewer messages", extra=kv(queue=self.queue_name, ready=ready, expected=target))
 
     async def _open_window(self) -> _Window:
         channel = await self.connection.channel(publisher_confirms=False)
