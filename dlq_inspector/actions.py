@@ -87,7 +87,7 @@ async def _publish(exchange: AbstractExchange, delivery: Delivery, routing_key: 
 
 async def replay(scan: DlqScan, exchange: AbstractExchange, selection: Selection, settings: Settings,
                  *, dry_run: bool, on_done: OnMessage, on_failed: OnFailure, progress: Progress,
-                 rate: float | None = None, in_flight: int = 64) -> ActionResult:
+                 rate: float | None = None) -> ActionResult:
     """Republish the selected messages to calc.requests; each leaves the DLQ only once confirmed.
 
     The copy keeps body, properties (app_id included: the request stays the producer's) and
@@ -98,7 +98,7 @@ async def replay(scan: DlqScan, exchange: AbstractExchange, selection: Selection
     """
     result = ActionResult("replay", dry_run, selection.describe())
     found = Found(selection.ids)
-    slots = asyncio.Semaphore(in_flight)
+    slots = asyncio.Semaphore(settings.publish_in_flight)  # CALC_PUBLISH_IN_FLIGHT
     pending: set[asyncio.Task[None]] = set()
     pace = _Pace(rate)
     started = time.monotonic()

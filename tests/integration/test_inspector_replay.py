@@ -156,7 +156,7 @@ async def test_sigkill_in_the_middle_of_a_replay_of_1000_loses_none(vhost_url: s
         assert set(completed) | set(remaining) == set(sent)  # nothing lost
         assert set(completed) <= set(sent)
         duplicates = set(completed) & set(remaining)  # confirmed, not yet acked when killed
-        assert len(duplicates) <= 64
+        assert len(duplicates) <= 256  # at most CALC_PUBLISH_IN_FLIGHT were between confirm and ack
 
         # running it again finishes the job: every request completed, the DLQ empty
         done = inspector(vhost_url, "replay", "--all", "--yes", "--json")
