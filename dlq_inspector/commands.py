@@ -133,6 +133,10 @@ async def _confirm(question: str, args: argparse.Namespace, stdin: TextIO) -> No
 def _outcome(result: actions.ActionResult, args: argparse.Namespace,
              lines: list[dict[str, str]]) -> int:
     verb = {"replay": "replayed", "purge": "purged"}[result.action]
+    log.info("%s finished", result.action, extra=kv(
+        selection=result.selection, dry_run=result.dry_run, scanned=result.scanned,
+        selected=result.selected, done=result.done, failed=len(result.failed),
+        missing=len(result.missing_ids), complete=result.complete, seconds=round(result.seconds, 3)))
     if args.json:
         print(json.dumps({**result.as_json(), "messages": lines}, indent=2))
     else:
@@ -142,7 +146,7 @@ def _outcome(result: actions.ActionResult, args: argparse.Namespace,
               f"{result.selected} selected ({result.selection}); {result.scanned} scanned in "
               f"{result.seconds:.1f}s" + (f"; {by_reason}" if by_reason else ""))
     if not result.complete:
-        print("warning: the scan ended before the end of calc.dlq (another reader holds messages); "
+        print("warning: not every message of calc.dlq was read (another reader holds some); "
               "run again to cover the rest", file=sys.stderr)
     if result.missing_ids:
         print(f"not in calc.dlq: {' '.join(result.missing_ids)}", file=sys.stderr)
@@ -156,7 +160,7 @@ def _outcome(result: actions.ActionResult, args: argparse.Namespace,
 def _printer(args: argparse.Namespace, status: str, lines: list[dict[str, str]]
              ) -> Callable[[Explanation], None]:
     def done(explanation: Explanation) -> None:
-        log.info(status, extra=kv(event_id=explanation.event_id,
+        log.debug(status, extra=kv(event_id=explanation.event_id,
                                   correlation_id=explanation.correlation_id,
                                   reason=explanation.reason,
                                   routing_key=explanation.original_routing_key))
@@ -231,7 +235,7 @@ async def export(args: argparse.Namespace, settings: Settings) -> int:
     print(f"exported {written.total()} messages to {args.output}" + (f" ({by_reason})" if by_reason else ""),
           file=sys.stderr)
     if not complete:
-        print("warning: the scan ended before the end of calc.dlq (another reader holds messages)",
+        print("warning: not every message of calc.dlq was read (another reader holds some)",
               file=sys.stderr)
     return cli.EXIT_OK
 

@@ -126,6 +126,7 @@ class DlqScan:
         self.seen = 0
         self.complete = True
         self._windows: list[_Window] = []
+        self._lost: BaseException | None = None
 
     async def __aenter__(self) -> DlqScan:
         async with self.connection.channel(publisher_confirms=False) as channel:
@@ -133,6 +134,8 @@ class DlqScan:
         self.expected = int(declared.declaration_result.message_count or 0)
         self.consumers = int(declared.declaration_result.consumer_count or 0)
         if self.consumers:
+            # Most likely another inspector's scan: what it holds is not ready, so not counted.
+            self.complete = False
             log.warning("calc.dlq has other consumers; messages they hold are not seen by this scan",
                         extra=kv(queue=self.queue_name, consumers=self.consumers))
         # More messages than windows x prefetch would exhaust the channels: widen the windows.
@@ -203,7 +206,10 @@ class DlqScan:
 
         def on_close(_sender: Any, exc: BaseException | None) -> None:
             if exc is not None and window.closed_by is None:
+                # e.g. the broker's consumer_timeout (30 min by default) on a window held too long;
+                # the broker requeues what it held, so the scan must stop rather than read it twice.
                 window.closed_by = exc
+                self._lost = self._lost or exc
                 window.buffer.put_nowait(None)
 
         channel.close_callbacks.add(on_close)
@@ -219,6 +225,9 @@ class DlqScan:
         """The messages in queue order, up to the count at the start; each held until the scan ends."""
         window: _Window | None = None
         while self.seen < self.expected:
+            if self._lost is not None:
+                raise InspectorError(f"the broker closed a channel of the scan of {self.queue_name} "
+                                     f"(consumer_timeout?): {self._lost!r}")
             if window is None or (window.held >= self.window and window.buffer.empty()):
                 if window is not None:
                     await window.stop_consuming()

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -499,6 +500,55 @@ async def test_failures_exit_with_a_clear_message(vhost_url: str) -> None:
     assert inspector(vhost_url, "report", "--fail-if-any").returncode == 3
     assert inspector(vhost_url, "replay", "--all").returncode == 2  # no --yes, stdin not a terminal
     assert await queue_depth(vhost_url, topology.DLQ) == 1
+
+
+async def test_a_scan_beside_another_reader_says_it_is_incomplete(vhost_url: str) -> None:
+    async with consumer(vhost_url):
+        await send(vhost_url, [(Operation.DIVIDE, (float(i), 0.0)) for i in range(30)])
+        await wait_depth(vhost_url, topology.DLQ, 30)
+    connection = await aio_pika.connect(vhost_url)
+    try:
+        async with DlqScan(connection, window=10) as other:
+            held = 0
+            async for _delivery in other.deliveries():
+                held += 1
+                if held == 10:
+                    break
+            report = inspector(vhost_url, "report", "--json")
+            data = json.loads(report.stdout)
+            assert data["complete"] is False and data["total"] == 20
+            assert "other consumers" in report.stderr
+    finally:
+        await connection.close()
+    assert inspector_json(vhost_url, "report")["total"] == 30
+    assert len(await peek(vhost_url)) == 30
+
+
+def on_a_terminal(url: str, args: Sequence[str], answer: str) -> subprocess.CompletedProcess[str]:
+    """Run the inspector with a terminal as stdin that answers `answer` to its question."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode() + b"\n")
+        return subprocess.run([INSPECTOR, *args], env=env_for(url), cwd=ROOT, stdin=terminal,
+                              capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+async def test_destructive_commands_ask_on_a_terminal(vhost_url: str) -> None:
+    async with consumer(vhost_url):
+        ids = await send(vhost_url, [(Operation.DIVIDE, (1.0, 0.0)), (Operation.SQRT, (-1.0,))])
+        await wait_depth(vhost_url, topology.DLQ, 2)
+    declined = on_a_terminal(vhost_url, ["purge", "--all"], "n")
+    assert declined.returncode == 1
+    assert "Delete every message of the 2 messages in calc.dlq for good? [y/N]" in declined.stdout
+    assert "purge aborted; nothing changed" in declined.stderr
+    assert await queue_depth(vhost_url, topology.DLQ) == 2
+    accepted = on_a_terminal(vhost_url, ["purge", "--reason", "DOMAIN_ERROR"], "y")
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"purged {ids[1]} DOMAIN_ERROR" in accepted.stdout
+    assert [s.event_id for s in await peek(vhost_url)] == [ids[0]]
 
 
 @pytest.fixture(autouse=True)
