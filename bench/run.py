@@ -63,6 +63,7 @@ class Run:
     url: str
     plan: Plan
     log_dir: Path
+    profile: str | None = None  # py-spy output format for the consumer processes, or None
     results: dict[str, Any] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -73,7 +74,13 @@ class Run:
 
     def spawn(self, args: list[str], tag: str) -> subprocess.Popen[str]:
         log = open(self.log_dir / f"{tag}.log", "w")
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env(), text=True,
+        command = [sys.executable, *args]
+        if self.profile and tag.startswith("consumer-"):
+            spy = str(Path(sys.executable).parent / "py-spy")
+            suffix = {"speedscope": "json", "flamegraph": "svg", "raw": "txt"}[self.profile]
+            command = [spy, "record", "--rate", "250", "--format", self.profile, "--output",
+                       str(self.log_dir / f"{tag}.{suffix}"), "--", *command]
+        return subprocess.Popen(command, cwd=ROOT, env=self.env(), text=True,
                                 stdout=subprocess.PIPE, stderr=log)
 
     def finish(self, process: subprocess.Popen[str], tag: str, timeout: float) -> dict[str, Any]:
@@ -88,7 +95,8 @@ class Run:
             tail = (self.log_dir / f"{tag}.log").read_text()[-2000:]
             raise BenchFailure(f"{tag}: exit {process.returncode}\n{tail}")
         (self.log_dir / f"{tag}.log").unlink(missing_ok=True)  # a good run's log is only noise
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        lines = [line for line in out.splitlines() if line.startswith("{")]  # py-spy talks too
+        result: dict[str, Any] = json.loads(lines[-1])
         return result
 
 
@@ -112,11 +120,13 @@ async def consumers(run: Run) -> None:
             result["verified"] = await workload.verify(run.url, preloaded, name)
             entry = table.setdefault(name, {"label": VARIANTS[name], "runs": []})
             entry["runs"].append(result)
-            log(f"  {name:17} rep {rep + 1}: {result['rate']:8,.0f} msg/s  ({count} messages, "
+            log(f"  {name:17} rep {rep + 1}: {result['rate']:8,.0f} msg/s  "
+                f"{result['cpu_us_per_message']:5.0f} us CPU/msg  ({count} messages, "
                 f"{result['verified']['failed']} failed->DLQ, verified)")
     for entry in table.values():
         entry["rate"] = statistics.median(r["rate"] for r in entry["runs"])
         entry["peak_rss_kib"] = statistics.median(r["peak_rss_kib"] for r in entry["runs"])
+        entry["cpu_us_per_message"] = statistics.median(r["cpu_us_per_message"] for r in entry["runs"])
     run.results["end_to_end"] = table
 
 
@@ -283,7 +293,7 @@ async def bench(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     with private_vhost(url, os.environ.get("RABBITMQ_MANAGEMENT_URL")) as vhost_url, \
             tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
         await workload.setup(vhost_url)
-        run = Run(vhost_url, plan, Path(args.log_dir or logs))
+        run = Run(vhost_url, plan, Path(args.log_dir or logs), args.profile)
         run.log_dir.mkdir(parents=True, exist_ok=True)
         info = {"machine": machine(), "broker": await broker_version(vhost_url),
                 "mode": "smoke" if args.smoke else "full", "plan": plan.__dict__,
@@ -308,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("RABBITMQ_URL", DEFAULT_URL),
                         help="broker (a private vhost is made on it); default RABBITMQ_URL")
     parser.add_argument("--log-dir", help="keep each process's log here (default: a temp dir)")
+    parser.add_argument("--profile", choices=["raw", "flamegraph", "speedscope"],
+                        help="record each consumer run with py-spy into --log-dir")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     changes: dict[str, Any] = {}

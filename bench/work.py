@@ -92,15 +92,19 @@ class Meter:
         self.count = count
         self.settled = 0
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
         self.finished: float | None = None
+        self.cpu = 0.0  # process CPU seconds (user + system) between start and the last settle
 
     def start(self) -> None:
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def add(self, n: int = 1) -> None:
         self.settled += n
         if self.finished is None and self.settled >= self.count:
             self.finished = time.perf_counter()
+            self.cpu = time.process_time() - self.cpu_started
 
     @property
     def done(self) -> bool:

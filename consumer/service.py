@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -59,6 +60,65 @@ class _Completed:
             self._ids.popitem(last=False)
 
 
+class _Acks:
+    """Batched acks for one channel that never cover a delivery whose outcome is unconfirmed.
+
+    A `multiple=True` ack settles every unacked tag up to it, so it may only name a tag below
+    which every delivery of the channel already has a confirmed outcome: the *frontier*. Rejects
+    and requeues go out on their own at once (so no later multiple ack covers them) and only
+    then count as settled here. A delivery stuck below a full batch of finished ones (a slow
+    confirm) does not stall the rest: those are acked one by one instead.
+    """
+
+    def __init__(self, channel: object, batch: int) -> None:
+        self.channel = channel  # the underlying channel whose delivery tags these are
+        self.batch = batch
+        self._frontier = 0  # every tag <= this is settled or waiting to be acked
+        self._waiting: dict[int, AbstractIncomingMessage | None] = {}  # above the frontier; None: settled
+        self._last: AbstractIncomingMessage | None = None  # highest tag <= frontier waiting for an ack
+        self._count = 0  # deliveries <= frontier waiting for an ack
+        self._stuck = 0  # deliveries above the frontier waiting for an ack
+
+    def ready(self, message: AbstractIncomingMessage) -> None:
+        """`message`'s outcome is confirmed: ack it with the next batch."""
+        self._add(message.delivery_tag, message)
+
+    def settled(self, tag: int | None) -> None:
+        """The delivery was rejected or requeued on its own; the frontier may pass it."""
+        self._add(tag, None)
+
+    def _add(self, tag: int | None, message: AbstractIncomingMessage | None) -> None:
+        if tag is None or tag <= self._frontier or tag in self._waiting:
+            return  # settled already: nothing may cover a tag twice
+        self._waiting[tag] = message
+        if message is not None:
+            self._stuck += 1
+        while self._frontier + 1 in self._waiting:
+            self._frontier += 1
+            done = self._waiting.pop(self._frontier)
+            if done is not None:
+                self._stuck -= 1
+                self._last = done
+                self._count += 1
+
+    @property
+    def due(self) -> bool:
+        return self._count >= self.batch or self._stuck >= self.batch
+
+    def take(self) -> tuple[AbstractIncomingMessage | None, int, list[AbstractIncomingMessage]]:
+        """What to send now: a multiple ack (message, count covered) and single acks past a gap."""
+        last, count = self._last, self._count
+        self._last, self._count = None, 0
+        singles: list[AbstractIncomingMessage] = []
+        if self._stuck >= self.batch:
+            for tag, message in self._waiting.items():
+                if message is not None:
+                    singles.append(message)
+                    self._waiting[tag] = None  # acked alone: the frontier passes it later
+            self._stuck = 0
+        return last, count, singles
+
+
 class ConsumerService:
     """Consumes the configured work queues until `stop()`; see the contract's failure rules."""
 
@@ -68,6 +128,11 @@ class ConsumerService:
         self._completed = _Completed()
         self._in_flight = 0
         self._settled = 0
+        self._acks: _Acks | None = None
+        self._ack_lock = asyncio.Lock()  # acks leave in the order they were taken
+        # Acks go out with multiple=True once per batch (or when idle): one frame and one broker
+        # settlement instead of one per message. Below the prefetch, or deliveries would stall.
+        self._ack_batch = max(1, min(100, settings.prefetch // 4))
         self._idle = asyncio.Event()
         self._idle.set()
         self._consume_channel: AbstractChannel | None = None
@@ -106,6 +171,7 @@ class ConsumerService:
         except TimeoutError:
             log.warning("in-flight messages left unacked at shutdown; the broker redelivers them",
                         extra=kv(in_flight=self._in_flight))
+        await self._flush_acks()
         for channel in (self._consume_channel, self._publish_channel):
             if channel is not None and not channel.is_closed:
                 await channel.close()
@@ -142,6 +208,9 @@ class ConsumerService:
             DURATION.observe(time.monotonic() - started)
             IN_FLIGHT.dec()
             self._in_flight -= 1
+            acks = self._acks
+            if acks is not None and (self._in_flight == 0 or acks.due):
+                await self._flush_acks()
             if self._in_flight == 0:
                 self._idle.set()
 
@@ -227,11 +296,28 @@ class ConsumerService:
             log.error("could not schedule retry; requeued", extra=kv(**ids, error=str(exc)))
             await self._settle(message, "nack")
 
-    async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
+    def _acks_for(self, message: AbstractIncomingMessage) -> _Acks | None:
+        """The batch of the delivery's channel; None when that channel is closed (the broker has
+        taken its unacked deliveries back)."""
         try:
-            if how == "ack":
-                await message.ack()
-            elif how == "reject":
+            channel = message.channel
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            return None
+        acks = self._acks
+        if acks is None or acks.channel is not channel:
+            # A new channel (start, or restored after a loss): delivery tags start over.
+            acks = self._acks = _Acks(channel, self._ack_batch)
+        return acks
+
+    async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
+        """Called once the outcome is confirmed; an ack waits for the next batch."""
+        if how == "ack":
+            acks = self._acks_for(message)
+            if acks is not None:
+                acks.ready(message)
+            return
+        try:
+            if how == "reject":
                 await message.reject(requeue=False)
             else:
                 await message.nack(requeue=True)
@@ -241,3 +327,26 @@ class ConsumerService:
             log.warning("could not settle delivery", extra=kv(
                 message_id=message.message_id, correlation_id=message.correlation_id,
                 how=how, error=repr(exc)))
+        # only now, with the reject or requeue sent, may a later multiple ack pass this tag
+        acks = self._acks_for(message)
+        if acks is not None:
+            acks.settled(message.delivery_tag)
+
+    async def _flush_acks(self) -> None:
+        # One flush at a time: a multiple ack overtaken by a later, higher one would name a tag
+        # that is no longer unacked, which the broker punishes by closing the channel.
+        async with self._ack_lock:
+            acks = self._acks
+            if acks is None:
+                return
+            last, count, singles = acks.take()
+            try:
+                for message in singles:
+                    await message.ack()
+                if last is not None:
+                    await last.ack(multiple=True)
+                self._settled += count + len(singles)
+            except Exception as exc:
+                # The channel is gone: the broker requeues these deliveries itself.
+                log.warning("could not ack deliveries",
+                            extra=kv(count=count + len(singles), error=repr(exc)))

@@ -13,7 +13,7 @@ import time
 
 from bench.variants import VARIANTS
 
-MODULES = {"ours": "ours", "aiormq": "aiormq_raw", "aiopika_iter": "aiopika_iter",
+MODULES = {"ours": "ours", "ours_quiet": "ours", "aiormq": "aiormq_raw", "aiopika_iter": "aiopika_iter",
            "aiopika_callback": "aiopika_callback", "pika_blocking": "pika_blocking",
            "faststream": "faststream_broker", "pika_pipelined": "pika_pipelined"}
 
@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--rss-marks", default="", help="settled counts at which to sample VmRSS")
     args = parser.parse_args()
     url = os.environ["RABBITMQ_URL"]
+    if args.name == "ours_quiet":
+        os.environ["CALC_LOG_LEVEL"] = "WARNING"  # no per-message INFO line: what logging costs
     module = importlib.import_module(f"bench.variants.{MODULES[args.name]}")
     marks = sorted(int(m) for m in args.rss_marks.split(",") if m)
     if marks:
@@ -45,7 +47,10 @@ def main() -> int:
         meter = asyncio.run(module.run(url, args.count, args.prefetch))
     else:
         meter = module.run(url, args.count, args.prefetch)
-    json.dump({"variant": args.name, "settled": meter.settled, "seconds": meter.seconds,
+    # CPU of the whole process (all its threads) in the timed window
+    json.dump({"variant": args.name, "cpu_seconds": meter.cpu,
+               "cpu_us_per_message": meter.cpu / meter.settled * 1e6 if meter.settled else 0.0,
+               "settled": meter.settled, "seconds": meter.seconds,
                "rate": meter.settled / meter.seconds if meter.seconds else 0.0,
                "wall": time.perf_counter() - started, "rss_kib": rss_kib(), "peak_rss_kib": rss_kib("VmHWM"),
                "rss_at": getattr(module, "RSS_SAMPLES", {})}, sys.stdout)

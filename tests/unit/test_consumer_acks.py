@@ -1,0 +1,119 @@
+"""Batched acks: a multiple=True ack never covers a delivery whose outcome is unconfirmed (no broker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.service import _Acks
+
+
+@dataclass
+class Delivery:
+    delivery_tag: int
+
+
+def _acks(batch: int = 3) -> _Acks:
+    return _Acks(channel=object(), batch=batch)
+
+
+def _ready(acks: _Acks, *tags: int) -> None:
+    for tag in tags:
+        acks.ready(Delivery(tag))  # type: ignore[arg-type]
+
+
+def _tag(message: Any) -> int | None:
+    return None if message is None else int(message.delivery_tag)
+
+
+def test_contiguous_deliveries_are_acked_once_per_batch() -> None:
+    acks = _acks(batch=3)
+    _ready(acks, 1, 2)
+    assert not acks.due
+    _ready(acks, 3)
+    assert acks.due
+    last, count, singles = acks.take()
+    assert (_tag(last), count, singles) == (3, 3, [])
+    assert acks.take() == (None, 0, [])
+
+
+def test_a_gap_holds_the_multiple_ack_below_it() -> None:
+    acks = _acks(batch=10)
+    _ready(acks, 2, 3)  # 1's result is not confirmed yet
+    last, count, _ = acks.take()
+    assert last is None and count == 0
+    _ready(acks, 1)
+    last, count, _ = acks.take()
+    assert (_tag(last), count) == (3, 3)
+
+
+def test_rejected_deliveries_are_passed_but_never_named() -> None:
+    acks = _acks(batch=10)
+    _ready(acks, 1)
+    acks.settled(2)  # rejected on its own
+    last, count, _ = acks.take()
+    assert (_tag(last), count) == (1, 1), "tag 2 is no longer unacked: acking it is an error"
+    _ready(acks, 3)
+    last, count, _ = acks.take()
+    assert (_tag(last), count) == (3, 1)
+
+
+def test_a_stuck_delivery_does_not_stall_the_rest() -> None:
+    acks = _acks(batch=3)
+    _ready(acks, 2, 3, 4)  # 1 waits for a slow confirm
+    assert acks.due
+    last, count, singles = acks.take()
+    assert last is None and count == 0 and sorted(_tag(m) for m in singles) == [2, 3, 4]
+    _ready(acks, 1)
+    last, count, singles = acks.take()
+    assert (_tag(last), count, singles) == (1, 1, []), "2-4 were acked alone; only 1 is left"
+
+
+def test_a_tag_is_settled_once() -> None:
+    acks = _acks(batch=10)
+    _ready(acks, 1)
+    acks.settled(1)  # a later nack of an already confirmed delivery must not re-open it
+    last, count, _ = acks.take()
+    assert (_tag(last), count) == (1, 1)
+    acks.settled(None)  # a delivery without a tag is ignored
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_broker_view_no_ack_covers_an_unconfirmed_or_settled_tag(data: st.DataObject) -> None:
+    """Simulate the broker: acks only name unacked tags and only settle confirmed deliveries."""
+    n = data.draw(st.integers(1, 60))
+    batch = data.draw(st.integers(1, 8))
+    order = data.draw(st.permutations(range(1, n + 1)))
+    rejected = {t for t in range(1, n + 1) if data.draw(st.booleans(), label=f"reject {t}")}
+    acks = _acks(batch)
+    unacked = set(range(1, n + 1))
+    confirmed: set[int] = set()
+
+    def flush() -> None:
+        last, _, singles = acks.take()
+        for message in singles:
+            tag = message.delivery_tag
+            assert tag in unacked and tag in confirmed
+            unacked.discard(tag)
+        if last is not None:
+            tag = last.delivery_tag
+            assert tag in unacked, f"multiple ack names tag {tag}, which is not unacked"
+            covered = {t for t in unacked if t <= tag}
+            assert covered <= confirmed, f"ack {tag} covers unconfirmed {sorted(covered - confirmed)}"
+            unacked.difference_update(covered)
+
+    for tag in order:
+        confirmed.add(tag)
+        if tag in rejected:
+            unacked.discard(tag)  # the reject goes out first, on its own
+            acks.settled(tag)
+        else:
+            _ready(acks, tag)
+        if acks.due or data.draw(st.booleans(), label="flush now"):
+            flush()
+    flush()
+    assert not unacked, f"left unacked: {sorted(unacked)}"
