@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from dlq_inspector.errors import InspectorError
@@ -69,13 +69,24 @@ def _reply_text(exc: BaseException) -> str:
     return str(exc)
 
 
+async def declare_topology(channel: AbstractChannel, settings: Settings) -> None:
+    """topology.declare, with a hint when the user may not declare (least-privilege deployments)."""
+    try:
+        await topology.declare(channel, settings)
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        hint = (" (a least-privilege user cannot declare: set CALC_DECLARE_TOPOLOGY=false)"
+                if settings.declare_topology else "")
+        raise ConfigurationError(f"the broker refused access: {exc.args[0] if exc.args else exc}"
+                                 f"{hint}") from None
+
+
 @asynccontextmanager
 async def connected(settings: Settings, name: str, timeout: float) -> AsyncIterator[AbstractConnection]:
     """A connection with the topology declared (as every service does); broker errors -> exit 1."""
     connection = await open_connection(settings, name, timeout)
     try:
         async with connection.channel() as channel:
-            await topology.declare(channel, settings)
+            await declare_topology(channel, settings)
         yield connection
     except (CalcEventsError, BrokenPipeError):  # BrokenPipeError: stdout closed (`| head`)
         raise

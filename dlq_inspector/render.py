@@ -139,14 +139,17 @@ class Progress:
         self.label = label
         self.every = every
         self.started = time.monotonic()
-        self._last = 0.0
+        self._last = self.started  # short runs print no progress at all
         self._tty = stream.isatty()
         self._dirty = False
+        self._shown = False
 
     def update(self, text: str, force: bool = False) -> None:
+        """Show `text` if `every` seconds passed; `force`: the final state of a run that showed any."""
         now = time.monotonic()
-        if not force and now - self._last < self.every:
+        if (force and not self._shown) or (not force and now - self._last < self.every):
             return
+        self._shown = True
         self._last = now
         line = f"{self.label}: {text} ({now - self.started:.1f}s)"
         if self._tty:

@@ -17,10 +17,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from dlq_inspector.broker import BROKER_ERRORS, open_connection
+from dlq_inspector.broker import BROKER_ERRORS, declare_topology, open_connection
 from dlq_inspector.reader import DlqScan
 from dlq_inspector.report import Report, summarize
-from messaging import topology
 from messaging.errors import CalcEventsError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -167,7 +166,7 @@ class _Refresher:
                     settings, f"calc-dlq-inspector {settings.instance_id}",
                     min(settings.connect_timeout, 10.0))
                 async with self.connection.channel() as channel:
-                    await topology.declare(channel, settings)
+                    await declare_topology(channel, settings)
             report = await scan_report(self.connection, settings)
         except (CalcEventsError, *BROKER_ERRORS) as exc:
             state.errors += 1

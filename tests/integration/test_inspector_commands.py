@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import pty
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from asyncio.subprocess import Process
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -24,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -35,6 +38,7 @@ from dlq_inspector.reader import DlqScan
 from messaging import codec, topology
 from messaging.settings import Settings
 from tests.integration.pipeline import ROOT, queue_depth, running_consumer, service_env, settings_for
+from tests.support.broker import Broker, vhost_name
 
 MAX_ATTEMPTS = 2
 MIXED_TOTAL = 16  # what fill_mixed puts in the DLQ
@@ -522,6 +526,41 @@ async def test_a_scan_beside_another_reader_says_it_is_incomplete(vhost_url: str
         await connection.close()
     assert inspector_json(vhost_url, "report")["total"] == 30
     assert len(await peek(vhost_url)) == 30
+
+
+def deployed_permissions(user: str) -> dict[str, str]:
+    """The permissions deploy/rabbitmq/generate_definitions.py gives `user` in production."""
+    path = ROOT / "deploy" / "rabbitmq" / "generate_definitions.py"
+    spec = importlib.util.spec_from_file_location("generate_definitions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    [entry] = [u for u in module.users() if u["name"] == user]
+    return {key: entry[key] for key in ("configure", "write", "read")}
+
+
+async def test_works_with_the_deployed_least_privilege_user(broker: Broker, vhost_url: str) -> None:
+    async with consumer(vhost_url):
+        ids = await send(vhost_url, [(Operation.DIVIDE, (1.0, 0.0)), (Operation.SQRT, (-1.0,))])
+        await wait_depth(vhost_url, topology.DLQ, 2)
+    name, password = f"inspector-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    broker.admin.add_user(name, password)
+    try:
+        broker.admin.set_permissions(vhost_name(vhost_url), name, **deployed_permissions("calc-inspector"))
+        parts = urlsplit(vhost_url)
+        url = urlunsplit(parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port}"))
+        refused = inspector(url, "report")  # declaring needs `configure`, which it does not have
+        assert refused.returncode == 2 and "CALC_DECLARE_TOPOLOGY=false" in refused.stderr
+        assert inspector(url, "report", CALC_DECLARE_TOPOLOGY="false").returncode == 0
+        replayed = inspector(url, "replay", "--id", ids[1], "--yes", CALC_DECLARE_TOPOLOGY="false")
+        assert replayed.returncode == 0, replayed.stderr
+        purged = inspector(url, "purge", "--id", ids[0], "--yes", CALC_DECLARE_TOPOLOGY="false")
+        assert purged.returncode == 0, purged.stderr
+        # no consumer ran: the replayed request waits in its work queue, the purged one is gone
+        assert await queue_depth(vhost_url, topology.DLQ) == 0
+        assert await queue_depth(vhost_url, topology.work_queue("heavy")) == 1
+    finally:
+        broker.admin.delete_user(name)
 
 
 def on_a_terminal(url: str, args: Sequence[str], answer: str) -> subprocess.CompletedProcess[str]:

@@ -132,9 +132,15 @@ def test_ages_read_well() -> None:
 
 
 def test_progress_writes_lines_when_not_a_terminal() -> None:
-    out = io.StringIO()
-    progress = render.Progress(out, "replay", every=3600)
+    quick = io.StringIO()
+    progress = render.Progress(quick, "replay", every=3600)
     progress.update("1")
+    progress.update("2", force=True)
+    assert quick.getvalue() == ""  # a run shorter than `every` shows nothing
+    out = io.StringIO()
+    progress = render.Progress(out, "replay", every=0.0)
+    progress.update("1")
+    progress.every = 3600
     progress.update("2")  # throttled
     progress.update("3", force=True)
     progress.done()
