@@ -76,7 +76,7 @@ class _Pace:
 
 async def _publish(exchange: AbstractExchange, delivery: Delivery, routing_key: str,
                    settings: Settings) -> None:
-    message = codec.copy_message(delivery.message, REPLAY_ATTEMPT)
+    message = codec.copy_message(delivery.message, REPLAY_ATTEMPT, app_id=codec.APP_INSPECTOR)
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),
                              stop=stop_after_attempt(PUBLISH_TRIES),
                              wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
@@ -90,8 +90,9 @@ async def replay(scan: DlqScan, exchange: AbstractExchange, selection: Selection
                  rate: float | None = None) -> ActionResult:
     """Republish the selected messages to calc.requests; each leaves the DLQ only once confirmed.
 
-    The copy keeps body, properties (app_id included: the request stays the producer's) and
-    client headers, with a fresh `attempt`, and goes out with its original routing key. A crash
+    The copy keeps body, properties and client headers, with a fresh `attempt` and app_id
+    `calc-dlq-inspector` (the contract's app_id names the publisher; the body's `source` still
+    names the producer), and goes out with its original routing key. A crash
     between the confirm and the ack leaves the message in the DLQ as well: a duplicate the
     consumer handles by event_id, never a loss. A message that cannot be published (no queue
     bound to its key, a full work queue) stays in the DLQ and is reported as failed.

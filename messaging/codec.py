@@ -233,10 +233,11 @@ def failed_message(request_event_id: str, operation: int, reason: int, detail: s
 
 
 def copy_message(original: AbstractIncomingMessage, attempt: int,
-                 expiration: float | None = None) -> Message:
+                 expiration: float | None = None, app_id: str | None = None) -> Message:
     """The same body and properties, the next `attempt`, and none of the broker's `x-` headers.
 
-    Used for delayed retries (with `expiration`) and for replays from the DLQ (fresh attempt).
+    Used for delayed retries (with `expiration`) and for replays from the DLQ (fresh attempt,
+    and the inspector's `app_id`: the contract's app_id names the app that published).
     """
     headers = {k: v for k, v in (original.headers or {}).items() if not k.startswith("x-")}
     headers[ATTEMPT_HEADER] = attempt
@@ -249,7 +250,7 @@ def copy_message(original: AbstractIncomingMessage, attempt: int,
         correlation_id=original.correlation_id,
         timestamp=original.timestamp,
         delivery_mode=DeliveryMode.PERSISTENT,
-        app_id=original.app_id,
+        app_id=app_id or original.app_id,
         user_id=None,
         reply_to=original.reply_to,
         priority=original.priority,

@@ -97,7 +97,8 @@ async def test_replayed_division_by_zero_comes_back_with_the_same_reason(vhost_u
     assert again["attempts"] == 1  # a replay starts the attempts afresh
     assert again["body_base64"] == first["body_base64"]
     assert again["properties"]["message_id"] == first["properties"]["message_id"] == target
-    assert again["properties"]["app_id"] == first["properties"]["app_id"] == "calc-producer"
+    assert first["properties"]["app_id"] == "calc-producer"
+    assert again["properties"]["app_id"] == "calc-dlq-inspector"  # the replay's publisher
     assert len(again["deaths"]) == 1 and again["deaths"][0]["count"] == 1  # the old x-death is gone
     report = inspector_json(vhost_url, "report")
     assert report["by_reason"] == {"DIVISION_BY_ZERO": 1, "DOMAIN_ERROR": 1}
