@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -30,7 +31,43 @@ _REFUSED = (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAut
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    return isinstance(exc, _RETRYABLE) and not isinstance(exc, _REFUSED)
+    return (isinstance(exc, _RETRYABLE) and not isinstance(exc, _REFUSED)
+            and tls_verification_failure(exc) is None)
+
+
+def tls_verification_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind `exc` (aiormq wraps it in AMQPConnectionError).
+
+    An untrusted or mismatched certificate does not fix itself: retrying it until the connect
+    timeout would only end in a misleading "not reachable".
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def tls_failure_message(settings: Settings, failure: ssl.SSLCertVerificationError) -> str:
+    """One line saying whose certificate failed, against which CA, why, and what to set."""
+    against = (f"RABBITMQ_CA_FILE={settings.rabbitmq_ca_file}" if settings.rabbitmq_ca_file
+               else "the system's CA certificates (RABBITMQ_CA_FILE is not set)")
+    reason = failure.verify_message or failure.reason or "verification failed"
+    return (f"TLS: the certificate of {settings.safe_url} could not be verified against {against}: "
+            f"{reason}; set RABBITMQ_CA_FILE to the CA that signed the broker's certificate")
+
+
+def _cause(exc: BaseException, settings: Settings) -> str:
+    """The error behind `exc` (aiormq wraps socket errors) in one line; never the password."""
+    root = exc.__cause__ or exc
+    text = f"{type(root).__name__}: {root}" if str(root) else type(root).__name__
+    password = urlsplit(settings.broker_url).password
+    for form in (password, unquote(password)) if password else ():
+        text = text.replace(form, "***")
+    return text
 
 
 class BrokerUnavailable(CalcEventsError):
@@ -76,7 +113,10 @@ async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
             f"the broker refused {settings.safe_url}: wrong user or password, or a vhost that "
             f"does not exist or this user may not open ({type(exc).__name__})") from None
     except _RETRYABLE as exc:
+        failure = tls_verification_failure(exc)
+        if failure is not None:
+            raise ConfigurationError(tls_failure_message(settings, failure)) from None
         raise BrokerUnavailable(
             f"broker {settings.safe_url} not reachable after {settings.connect_timeout:.0f}s: "
-            f"{type(exc).__name__}") from None
+            f"{_cause(exc, settings)}") from None
     raise AssertionError("unreachable")  # pragma: no cover
