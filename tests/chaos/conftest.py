@@ -1,0 +1,76 @@
+"""The chaos tier: every test here is marked `chaos`, and rows it records form the Reliability table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+CHAOS_DIR = Path(__file__).parent.resolve()
+DEFAULT_REPORT = CHAOS_DIR / "reliability.json"
+COMMAND = ".venv/bin/pytest tests/chaos"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the README's Reliability table."""
+
+    scenario: str
+    sent: int
+    lost: int
+    duplicates: int
+    recover_s: float | None
+    """Seconds from the failure until results (and confirms, where a producer ran) flowed again."""
+    notes: str = ""
+
+
+_ROWS = pytest.StashKey[list[Row]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.resolve().is_relative_to(CHAOS_DIR):
+            item.add_marker(pytest.mark.chaos)
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Callable[[Row], None]:
+    """Record a row of the Reliability table (written when the session ends)."""
+    rows = request.config.stash.setdefault(_ROWS, [])
+    return rows.append
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| scenario | messages sent | lost | duplicates | time to recover | notes |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        recover = "n/a" if r.recover_s is None else f"{r.recover_s:.1f} s"
+        lines.append(f"| {r.scenario} | {r.sent:,} | {r.lost} | {r.duplicates} | {recover} | {r.notes} |")
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    rows = config.stash.get(_ROWS, [])
+    if not rows:
+        return
+    path = Path(os.environ.get("CALC_RELIABILITY_REPORT", DEFAULT_REPORT))
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": COMMAND,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        "rows": [asdict(r) for r in rows],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(rows))
+    terminalreporter.section("reliability")
+    for line in markdown(rows).splitlines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"written to {path} and {path.with_suffix('.md')}")

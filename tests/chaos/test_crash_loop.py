@@ -1,0 +1,106 @@
+"""A request that kills the consumer every time ends in calc.dlq through the delivery limit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.chaos.conftest import Row
+from tests.chaos.harness import (
+    Ledger,
+    Service,
+    bulk_args,
+    chaos_env,
+    read_ids,
+    services,
+    wait_settled,
+)
+from tests.integration.pipeline import BIN
+from tests.support.private_node import NodeFactory
+
+POISON_SOURCE = "crash-me"
+DELIVERY_LIMIT = 3
+CRASH_STATUS = 70
+EACH_SIDE = 300
+"""Ordinary requests published before and after the poison one."""
+SURVIVAL = 6.0
+"""Seconds a consumer must live after connecting for the supervisor to call the crash loop over."""
+
+
+def inspector_available() -> bool:
+    """True once the dlq-inspector CLI has landed (another engineer builds it)."""
+    return importlib.util.find_spec("dlq_inspector.__main__") is not None
+
+
+async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
+        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+    node = private_node()
+    env = chaos_env(node.url, CALC_DELIVERY_LIMIT=str(DELIVERY_LIMIT))
+    with services() as started:
+        before = Service(bulk_args(EACH_SIDE, tmp_path / "before.txt", seed=51), env, tmp_path / "before.log")
+        started.append(before)
+        assert before.wait(120) == 0, before.text()[-2000:]
+        poison = subprocess.run(
+            [str(BIN / "calc-producer"), "send", "add", "1", "2"],
+            env={**env, "CALC_INSTANCE_ID": POISON_SOURCE}, capture_output=True, text=True, timeout=60,
+            check=False)
+        assert poison.returncode == 0, poison.stderr
+        poison_id = poison.stdout.strip()
+        after = Service(bulk_args(EACH_SIDE, tmp_path / "after.txt", seed=52), env, tmp_path / "after.log")
+        started.append(after)
+        assert after.wait(120) == 0, after.text()[-2000:]
+
+        # The supervisor: start the consumer again each time it dies, until the poison is gone.
+        crashes = 0
+        began = time.monotonic()
+        crash_env = {**env, "CALC_TEST_CRASH_SOURCE": POISON_SOURCE}
+        while True:
+            consumer = Service(["calc-consumer"], crash_env, tmp_path / f"consumer-{crashes}.log")
+            started.append(consumer)
+            consumer.wait_line("connected")
+            try:
+                status = consumer.process.wait(SURVIVAL)
+            except subprocess.TimeoutExpired:
+                break  # nothing left to crash on
+            assert status == CRASH_STATUS, consumer.text()[-2000:]
+            assert "test crash hook" in consumer.text()
+            crashes += 1
+            assert crashes <= DELIVERY_LIMIT + 2, "the delivery limit never dead-lettered the poison request"
+        recover = time.monotonic() - began
+        wait_settled(node)
+        assert consumer.terminate() == 0
+    inspected = "x-death read by the test (dlq-inspector not there yet)"
+    if inspector_available():
+        reasons_reported = {k.lower(): n for k, n in inspector_reasons(env).items()}
+        assert reasons_reported.get("delivery_limit") == 1, reasons_reported
+        inspected = "dlq-inspector report --json says delivery_limit"
+    sent = read_ids(tmp_path / "before.txt") + read_ids(tmp_path / "after.txt")
+    ledger = await Ledger.collect(node.url, [*sent, poison_id])
+    ledger.assert_exactly_once()
+    reasons = dict(ledger.dead)
+    assert reasons[poison_id] == {"delivery_limit"}
+    assert poison_id not in ledger.completed_ids | ledger.failed_ids, "the poison request got an outcome"
+    # Requests delivered together with the poison one die with it each time; none may be
+    # dead-lettered for that.
+    collateral = sorted(i for i, r in ledger.dead if i != poison_id and "delivery_limit" in r)
+    assert not collateral, f"{len(collateral)} ordinary requests dead-lettered by the delivery limit"
+    # a crash per delivery: the first delivery and DELIVERY_LIMIT redeliveries
+    assert crashes == DELIVERY_LIMIT + 1
+    reliability(Row(
+        "poison request crashing the consumer (supervisor restarts)", len(sent) + 1, len(ledger.lost),
+        ledger.duplicates, recover,
+        f"{crashes} crashes, then dead-lettered with reason delivery_limit (CALC_DELIVERY_LIMIT="
+        f"{DELIVERY_LIMIT}; {inspected}); recovery = first crash to a consumer that stays up"))
+
+
+def inspector_reasons(env: dict[str, str]) -> dict[str, int]:
+    done = subprocess.run([str(BIN / "dlq-inspector"), "report", "--json"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    reasons: dict[str, int] = report.get("by_reason") or report.get("reasons") or {}
+    return reasons
