@@ -234,6 +234,12 @@ wait_for "$event_id in calc.dlq" shown
 grep -q '"reason": "DIVISION_BY_ZERO"' "$work/show.json" || fail "wrong reason: $(cat "$work/show.json")"
 grep -q '"original_routing_key": "calc.requested.divide"' "$work/show.json" || fail "no routing key: $(cat "$work/show.json")"
 ok "dlq-inspector show: DIVISION_BY_ZERO, division by zero, from calc.requested.divide"
+run dlq-inspector replay --id "$event_id" --yes >"$work/replay.txt" || fail "replay failed: $(cat "$work/replay.txt")"
+grep -q "replayed $event_id" "$work/replay.txt" || fail "replay did not report $event_id: $(cat "$work/replay.txt")"
+replayed_back() { shown 2>/dev/null && grep -q '"app_id": "calc-dlq-inspector"' "$work/show.json"; }
+wait_for "$event_id back in calc.dlq after its replay" replayed_back
+grep -q '"reason": "DIVISION_BY_ZERO"' "$work/show.json" || fail "replayed with another reason: $(cat "$work/show.json")"
+ok "dlq-inspector replay --id: republished, failed again, back in calc.dlq with DIVISION_BY_ZERO"
 
 step "the inspector CLI and service through compose"
 run dlq-inspector report >"$work/report.txt"
