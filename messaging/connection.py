@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Literal, overload
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -84,14 +85,27 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigurationError(f"cannot load RABBITMQ_CA_FILE: {exc}") from None
 
 
-async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
-    """A robust connection (restored after loss), retried with backoff until the timeout."""
+@overload
+async def connect(settings: Settings, name: str, *, robust: Literal[True] = ...,
+                  timeout: float | None = ...) -> AbstractRobustConnection: ...
+@overload
+async def connect(settings: Settings, name: str, *, robust: Literal[False],
+                  timeout: float | None = ...) -> AbstractConnection: ...
+async def connect(settings: Settings, name: str, *, robust: bool = True,
+                  timeout: float | None = None) -> AbstractConnection:
+    """A connection, retried with backoff for `timeout` s (default CALC_CONNECT_TIMEOUT).
+
+    Robust by default (restored after a loss, consumers included). `robust=False` gives a plain
+    connection for work that must fail loudly instead of resuming silently, such as a DLQ scan.
+    """
     context = ssl_context(settings)
     url = settings.broker_url
+    limit = settings.connect_timeout if timeout is None else timeout
+    opener = aio_pika.connect_robust if robust else aio_pika.connect
     retrying = AsyncRetrying(
         retry=retry_if_exception(_worth_retrying),
         wait=wait_exponential(multiplier=0.5, max=5),
-        stop=stop_after_delay(settings.connect_timeout),
+        stop=stop_after_delay(limit),
         reraise=True,
         before_sleep=lambda state: log.warning(
             "broker not reachable, retrying",
@@ -102,11 +116,13 @@ async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
     try:
         async for attempt in retrying:
             with attempt:
-                connection = await aio_pika.connect_robust(
+                connection = await opener(
                     url, ssl_context=context, client_properties={"connection_name": name},
-                    timeout=settings.publish_timeout,
+                    timeout=min(settings.publish_timeout, max(limit, 1.0)),
                 )
-                log.info("connected", extra=kv(url=settings.safe_url, connection=name))
+                # a service's connection is news; a one-shot command's (robust=False) is not
+                log.log(logging.INFO if robust else logging.DEBUG, "connected",
+                        extra=kv(url=settings.safe_url, connection=name))
                 return connection
     except _REFUSED as exc:
         raise ConfigurationError(
@@ -117,6 +133,6 @@ async def connect(settings: Settings, name: str) -> AbstractRobustConnection:
         if failure is not None:
             raise ConfigurationError(tls_failure_message(settings, failure)) from None
         raise BrokerUnavailable(
-            f"broker {settings.safe_url} not reachable after {settings.connect_timeout:.0f}s: "
+            f"broker {settings.safe_url} not reachable after {limit:.0f}s: "
             f"{_cause(exc, settings)}") from None
     raise AssertionError("unreachable")  # pragma: no cover
