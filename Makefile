@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install gen check lint test test-unit test-integration e2e up down clean
+.PHONY: help install gen check lint test test-unit test-integration test-chaos e2e up down clean
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
@@ -12,6 +12,7 @@ help:
 	@echo "make test             every test: unit, then integration and chaos against a real broker"
 	@echo "make test-unit        unit tests only (no broker, seconds)"
 	@echo "make test-integration integration tests without the chaos tier"
+	@echo "make test-chaos       failure and security tests on private broker nodes"
 	@echo "make e2e              build and run the docker compose stack and check it end to end"
 	@echo "make gen              regenerate gen/ from proto/calc.proto"
 
@@ -33,13 +34,16 @@ check:
 
 test:
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration tests/chaos $(PYTEST_ARGS)
 
 test-unit:
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration:
 	$(BIN)/pytest tests/integration -m "not chaos" $(PYTEST_ARGS)
+
+test-chaos:
+	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 e2e:
 	scripts/e2e.sh
