@@ -69,11 +69,13 @@ def render(data: dict[str, Any]) -> str:
         if "skipped" in memory:
             lines.append(f"Consumer memory: skipped ({memory['skipped']})")
         else:
-            (first, a), (last, b) = sorted(memory["rss_kib_at"].items(), key=lambda kv: int(kv[0]))
+            curve = sorted((int(k), v) for k, v in memory["rss_kib_at"].items())
+            (first, a), (last, b) = curve[0], curve[-1]
             lines.append(f"Consumer memory over {memory['messages']:,} messages (ours, fed while consuming): "
                          f"RSS {a / 1024:.1f} MiB at {int(first):,}, {b / 1024:.1f} MiB at {int(last):,} "
                          f"({memory['growth']:+.1%}; target < 10% {_mark(memory['growth'] < 0.10)}), "
                          f"peak {memory['peak_rss_kib'] / 1024:.1f} MiB, {memory['rate']:,.0f} msg/s")
+            lines.append("  RSS MiB every tenth of the way: " + " ".join(f"{v / 1024:.1f}" for _, v in curve))
     dlq = results.get("dlq_report")
     if dlq:
         if "skipped" in dlq:

@@ -53,7 +53,7 @@ FULL = Plan(repeat=3, messages=30_000, slow_messages=6_000, failure_share=0.01, 
             in_flight=(100, 500, 1000), latency_rates=(500, 1000, 2000), latency_seconds=10,
             latency_variants=("ours", "aiormq", "aiopika_callback", "faststream"),
             rss_messages=1_000_000, dlq_messages=100_000)
-SMOKE = Plan(repeat=1, messages=2_000, slow_messages=1_000, failure_share=0.02, publish_count=3_000,
+SMOKE = Plan(repeat=1, messages=1_500, slow_messages=600, failure_share=0.02, publish_count=3_000,
              in_flight=(500,), latency_rates=(1000,), latency_seconds=2, latency_variants=("ours",),
              rss_messages=0, dlq_messages=1_000)
 
@@ -199,26 +199,28 @@ async def latencies(run: Run) -> None:
 
 
 async def memory(run: Run) -> None:
-    """Ours over `rss_messages` fed by a concurrent raw publisher; RSS at 10% and at the end."""
+    """Ours over `rss_messages` fed by a concurrent raw publisher; RSS every tenth of the way."""
     count = run.plan.rss_messages
     if not count:
         run.results["memory"] = {"skipped": "full mode only"}
         return
     await workload.reset(run.url)
-    first = count // 10
+    marks = [count * k // 10 for k in range(1, 11)]
     consumer = run.spawn(["-m", "bench.variants", "ours", "--count", str(count), "--rss-marks",
-                          f"{first},{count}"], "memory-ours")
+                          ",".join(map(str, marks))], "memory-ours")
     feeder = run.spawn(["-m", "bench.publishers", "aiormq", "--count", str(count), "--in-flight", "200"],
                        "memory-feeder")
-    run.finish(feeder, "memory-feeder", timeout=count / 500 + 120)
-    result = run.finish(consumer, "memory-ours", timeout=count / 500 + 120)
+    run.finish(feeder, "memory-feeder", timeout=count / 300 + 120)
+    result = run.finish(consumer, "memory-ours", timeout=count / 300 + 120)
     counts = await workload.verify_counts(run.url, count)
-    at_first, at_end = result["rss_at"][str(first)], result["rss_at"][str(count)]
-    run.results["memory"] = {"messages": count, "rss_kib_at": {str(first): at_first, str(count): at_end},
-                             "peak_rss_kib": result["peak_rss_kib"], "growth": at_end / at_first - 1,
-                             "rate": result["rate"], "verified": counts}
-    log(f"  memory: RSS {at_first / 1024:.1f} MiB at {first:,}, {at_end / 1024:.1f} MiB at {count:,} "
-        f"({(at_end / at_first - 1) * 100:+.1f}%), peak {result['peak_rss_kib'] / 1024:.1f} MiB")
+    curve = {int(k): v for k, v in result["rss_at"].items()}
+    first, last = curve[marks[0]], curve[marks[-1]]
+    run.results["memory"] = {"messages": count, "rss_kib_at": curve, "peak_rss_kib": result["peak_rss_kib"],
+                             "growth": last / first - 1, "rate": result["rate"], "verified": counts}
+    log(f"  memory: RSS {first / 1024:.1f} MiB at {marks[0]:,}, {last / 1024:.1f} MiB at {count:,} "
+        f"({(last / first - 1) * 100:+.1f}%), peak {result['peak_rss_kib'] / 1024:.1f} MiB; MiB every tenth: "
+        + " ".join(f"{v / 1024:.1f}" for _, v in sorted(curve.items())))
+    await workload.reset(run.url)
 
 
 async def dlq(run: Run) -> None:
@@ -298,10 +300,13 @@ async def bench(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
         info = {"machine": machine(), "broker": await broker_version(vhost_url),
                 "mode": "smoke" if args.smoke else "full", "plan": plan.__dict__,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        info["results"] = run.results
         for step in args.only or list(STEPS):
             log(f"[{step}]")
             await STEPS[step](run)
-        info["results"] = run.results
+            if args.json:  # what is measured so far survives a later failure
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(info, indent=2) + "\n")
         return info
 
 
@@ -314,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, help="messages per end-to-end repetition")
     parser.add_argument("--only", action="append", choices=list(STEPS),
                         help="run only this step (repeatable)")
-    parser.add_argument("--variants", help="comma-separated consumer variants (default: all)")
+    parser.add_argument("--variants", help="comma-separated consumer variants, for the end-to-end and "
+                        "latency steps (default: all, and four for latency)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds per latency point")
+    parser.add_argument("--rss-messages", type=int, help="messages of the memory run (0 skips it)")
+    parser.add_argument("--dlq-messages", type=int, help="DLQ size for dlq-inspector report")
     parser.add_argument("--url", default=os.environ.get("RABBITMQ_URL", DEFAULT_URL),
                         help="broker (a private vhost is made on it); default RABBITMQ_URL")
     parser.add_argument("--log-dir", help="keep each process's log here (default: a temp dir)")
@@ -330,9 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         changes["slow_messages"] = min(plan.slow_messages, args.messages)
     if args.variants:
         changes["variants"] = tuple(v for v in args.variants.split(",") if v)
+        changes["latency_variants"] = changes["variants"]
         unknown = set(changes["variants"]) - set(VARIANTS)
         if unknown:
             parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    for name in ("rss_messages", "dlq_messages"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.latency_seconds:
+        changes["latency_seconds"] = args.latency_seconds
     if changes:
         plan = Plan(**{**plan.__dict__, **changes})
     started = time.perf_counter()

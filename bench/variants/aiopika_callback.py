@@ -34,4 +34,6 @@ async def run(url: str, count: int, prefetch: int | None) -> work.Meter:
         meter.start()
         await queue.consume(on_message)
         await done.wait()
+        # Closing the channel is a round trip: every ack before it has reached the broker.
+        await channel.close()
     return meter

@@ -26,4 +26,5 @@ async def run(url: str, count: int, prefetch: int | None) -> work.Meter:
                 meter.add()
                 if meter.done:
                     break
+        await channel.close()  # a round trip: every ack before it has reached the broker
     return meter

@@ -55,6 +55,7 @@ async def run(url: str, count: int, prefetch: int | None) -> work.Meter:
         await channel.basic_consume(work.WORK_QUEUE, on_message)
         await done.wait()
         await asyncio.gather(*sent)  # the last acks are written before the connection closes
+        await channel.close()  # a round trip: every ack before it has reached the broker
     finally:
         await connection.close()
     return meter
