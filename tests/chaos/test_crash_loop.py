@@ -24,6 +24,7 @@ from tests.support.private_node import NodeFactory
 
 POISON_SOURCE = "crash-me"
 DELIVERY_LIMIT = 3
+PREFETCH = 256  # CALC_PREFETCH's default
 CRASH_STATUS = 70
 EACH_SIDE = 300
 """Ordinary requests published before and after the poison one."""
@@ -39,7 +40,7 @@ def inspector_available() -> bool:
 async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
         private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
     node = private_node()
-    env = chaos_env(node.url, CALC_DELIVERY_LIMIT=str(DELIVERY_LIMIT))
+    env = chaos_env(node.url, CALC_DELIVERY_LIMIT=str(DELIVERY_LIMIT), CALC_PREFETCH=str(PREFETCH))
     with services() as started:
         before = Service(bulk_args(EACH_SIDE, tmp_path / "before.txt", seed=51), env, tmp_path / "before.log")
         started.append(before)
@@ -80,7 +81,9 @@ async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
         inspected = "dlq-inspector report --json says delivery_limit"
     sent = read_ids(tmp_path / "before.txt") + read_ids(tmp_path / "after.txt")
     ledger = await Ledger.collect(node.url, [*sent, poison_id])
-    ledger.assert_exactly_once()
+    # The first crash cuts a full prefetch window short: outcomes confirmed but not yet acked are
+    # redone after the restart (at least once). Later crashes should hold the poison request only.
+    ledger.assert_exactly_once(max_duplicates=PREFETCH)
     reasons = dict(ledger.dead)
     assert reasons[poison_id] == {"delivery_limit"}
     assert poison_id not in ledger.completed_ids | ledger.failed_ids, "the poison request got an outcome"
