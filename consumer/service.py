@@ -16,6 +16,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 from prometheus_client import Counter, Gauge, Histogram
@@ -152,11 +153,32 @@ class ConsumerService:
         await self._consume_channel.set_qos(prefetch_count=self.settings.prefetch)
         for kind in self.settings.queues:
             name = topology.work_queue(kind)
-            queue = await self._consume_channel.get_queue(name, ensure=False)
+            # A (passive) declare, not get_queue: only a declared queue is re-consumed by the
+            # robust channel after a reconnect. Passive needs no configure permission.
+            queue = await self._consume_channel.declare_queue(name, passive=True)
+            await self._redeliveries_one_by_one(queue)
             tag = await queue.consume(self._on_message)
             self._consumer_tags.append((queue, tag))
             log.info("consuming", extra=kv(queue=name, prefetch=self.settings.prefetch,
                                            instance=self.settings.instance_id))
+
+    async def _redeliveries_one_by_one(self, queue: AbstractQueue) -> None:
+        """Settle redelivered messages at the head of `queue` one at a time before consuming.
+
+        When a consumer dies, every unacked message of its window returns and (on quorum
+        queues) counts one delivery. If a poison message killed it, a restarted consumer that
+        took the whole window again would die again and charge every neighbour, until the
+        delivery limit dead-letters all of them. Taken singly, each crash charges only the
+        message it died on, so the delivery limit isolates exactly the poison.
+        """
+        while True:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                return
+            await self._on_message(message)
+            await self._flush_acks()
+            if not message.redelivered:
+                return
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking work, let in-flight messages finish, then close the channels."""

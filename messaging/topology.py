@@ -168,6 +168,10 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Declared:
             f"{current} exists with other arguments than this configuration declares ({exc}); "
             "the bounds (CALC_WORK_QUEUE_MAX_LENGTH, CALC_DELIVERY_LIMIT, CALC_AUDIT_MAX_LENGTH) "
             "must be the same for every service") from None
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise ConfigurationError(
+            f"{current}: ACCESS_REFUSED ({exc}); a user without configure permission must run "
+            "with CALC_DECLARE_TOPOLOGY=false (the broker's definitions declare the topology)") from None
     except aiormq.exceptions.ChannelNotFoundEntity:
         raise ConfigurationError(
             f"{current} does not exist; declare the topology first "

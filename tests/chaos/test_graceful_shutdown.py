@@ -60,6 +60,8 @@ async def test_sigterm_during_a_bulk_loses_nothing_and_leaves_nothing_unacked(
             producer_status = producer.terminate(60)
         wait_settled(node)
         assert second.terminate() == 0
+    assert producer_status == 0, "SIGTERM stops a bulk like a service: exit 0"
+    assert '"stopped_by_signal": true' in producer.text()
     log = first.text()
     assert "shutting down" in log and "stopped" in log
     assert "left unacked" not in log, "consumer-a gave up waiting for its in-flight work"
