@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install gen check lint test test-unit test-integration test-chaos e2e up down clean
+.PHONY: help install gen check lint test test-unit test-integration test-chaos bench bench-smoke e2e up down clean
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
@@ -14,6 +14,8 @@ help:
 	@echo "make test-integration integration tests without the chaos tier"
 	@echo "make test-chaos       failure and security tests on private broker nodes"
 	@echo "make e2e              build and run the docker compose stack and check it end to end"
+	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table + bench/results/latest.json"
+	@echo "make bench-smoke      a small benchmark run that checks every variant loses nothing"
 	@echo "make gen              regenerate gen/ from proto/calc.proto"
 
 $(BIN)/python:
@@ -44,6 +46,12 @@ test-integration:
 
 test-chaos:
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+bench:
+	$(BIN)/python -m bench --json bench/results/latest.json
+
+bench-smoke:
+	$(BIN)/python -m bench --smoke
 
 e2e:
 	scripts/e2e.sh
