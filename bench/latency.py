@@ -20,13 +20,16 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
-async def drive(url: str, rate: float, count: int, timeout: float = 60.0) -> dict[str, float]:
-    """Publish `count` requests at `rate`/s to calc.requests; return latency percentiles in ms.
+async def drive(url: str, rate: float, count: int, warmup: int = 0,
+                timeout: float = 60.0) -> dict[str, float]:
+    """Publish `warmup` + `count` requests at `rate`/s to calc.requests; return the latency
+    percentiles in ms of the last `count` (the warm-up's results are awaited, not timed).
 
     The consumer under test must already be consuming. Requests go without publisher confirms
     (the driver must not be the bottleneck); each result's correlation_id names its request.
     """
-    messages, _ = make_requests(count, 0.0, seed=int(rate))
+    messages, _ = make_requests(warmup + count, 0.0, seed=int(rate))
+    timed = {props.correlation_id for _, _, props in messages[warmup:]}
     sent: dict[str, float] = {}
     latencies: list[float] = []
     duplicates = 0
@@ -39,10 +42,11 @@ async def drive(url: str, rate: float, count: int, timeout: float = 60.0) -> dic
         async def on_result(message: DeliveredMessage) -> None:
             nonlocal duplicates
             arrived = time.perf_counter()
-            published = sent.pop(message.header.properties.correlation_id or "", None)
+            correlation_id = message.header.properties.correlation_id or ""
+            published = sent.pop(correlation_id, None)
             if published is None:
                 duplicates += 1
-            else:
+            elif correlation_id in timed:
                 latencies.append(arrived - published)
             if len(latencies) >= count:
                 done.set()
@@ -51,7 +55,9 @@ async def drive(url: str, rate: float, count: int, timeout: float = 60.0) -> dic
         channel = await connection.channel()
         started = time.perf_counter()
         for index, (key, body, props) in enumerate(messages):
-            due = started + index / rate
+            if index == warmup:
+                started = time.perf_counter()  # the timed phase keeps the same pace
+            due = started + (index - warmup if index >= warmup else index) / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -80,22 +80,26 @@ class Run:
             suffix = {"speedscope": "json", "flamegraph": "svg", "raw": "txt"}[self.profile]
             command = [spy, "record", "--rate", "250", "--format", self.profile, "--output",
                        str(self.log_dir / f"{tag}.{suffix}"), "--", *command]
-        return subprocess.Popen(command, cwd=ROOT, env=self.env(), text=True,
-                                stdout=subprocess.PIPE, stderr=log)
+        # stdout to a file too: a pipe nobody reads while the process runs (latency) fills up and
+        # blocks a variant that logs to stdout (FastStream)
+        with open(self.log_dir / f"{tag}.out", "w") as out, log:  # the child keeps its own copies
+            return subprocess.Popen(command, cwd=ROOT, env=self.env(), text=True, stdout=out, stderr=log)
 
     def finish(self, process: subprocess.Popen[str], tag: str, timeout: float) -> dict[str, Any]:
         try:
-            out, _ = process.communicate(timeout=timeout)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
             raise BenchFailure(f"{tag}: did not finish within {timeout:.0f}s (lost messages?); "
                                f"log: {self.log_dir / (tag + '.log')}") from None
         if process.returncode != 0:
             tail = (self.log_dir / f"{tag}.log").read_text()[-2000:]
             raise BenchFailure(f"{tag}: exit {process.returncode}\n{tail}")
-        (self.log_dir / f"{tag}.log").unlink(missing_ok=True)  # a good run's log is only noise
-        lines = [line for line in out.splitlines() if line.startswith("{")]  # py-spy talks too
+        out = (self.log_dir / f"{tag}.out").read_text()
+        (self.log_dir / f"{tag}.log").unlink(missing_ok=True)  # a good run's logs are only noise
+        (self.log_dir / f"{tag}.out").unlink(missing_ok=True)
+        lines = [line for line in out.splitlines() if line.startswith("{")]  # py-spy, FastStream talk too
         result: dict[str, Any] = json.loads(lines[-1])
         return result
 
@@ -174,15 +178,16 @@ async def latencies(run: Run) -> None:
         for name in plan.latency_variants:
             for rate in plan.latency_rates:
                 count = int(rate * plan.latency_seconds)
+                warmup = max(200, int(rate))  # a second's worth, not timed: process start, first deliveries
                 await workload.reset(run.url)
                 tag = f"latency-{name}-{rate}-{rep}"
-                args = ["-m", "bench.variants", name, "--count", str(count)]
+                args = ["-m", "bench.variants", name, "--count", str(warmup + count)]
                 if name in PREFETCH:
                     args += ["--prefetch", str(PREFETCH[name])]
                 process = run.spawn(args, tag)
                 try:
                     await _consumer_ready(run.url, topology.work_queue("basic"))
-                    point = await latency.drive(run.url, rate, count)
+                    point = await latency.drive(run.url, rate, count, warmup)
                 finally:
                     if process.poll() is None and "point" not in locals():
                         process.kill()
