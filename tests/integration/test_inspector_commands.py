@@ -37,7 +37,14 @@ from dlq_inspector.explain import explain
 from dlq_inspector.reader import DlqScan
 from messaging import codec, topology
 from messaging.settings import Settings
-from tests.integration.pipeline import ROOT, queue_depth, running_consumer, service_env, settings_for
+from tests.integration.pipeline import (
+    ROOT,
+    publish_raw,
+    queue_depth,
+    running_consumer,
+    service_env,
+    settings_for,
+)
 from tests.support.broker import Broker, vhost_name
 
 MAX_ATTEMPTS = 2
@@ -104,17 +111,6 @@ async def send(url: str, specs: Iterable[tuple[Operation | int, Sequence[float]]
     finally:
         await connection.close()
     return ids
-
-
-async def publish_bytes(url: str, body: bytes, routing_key: str,
-                        exchange: str = topology.REQUESTS_EXCHANGE, **properties: Any) -> None:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(aio_pika.Message(body, **properties), routing_key, mandatory=True, timeout=10)
-    finally:
-        await connection.close()
 
 
 async def wait_depth(url: str, queue: str, count: int, timeout: float = 60.0) -> None:
@@ -277,7 +273,7 @@ async def fill_mixed(url: str) -> dict[str, list[str]]:
         by_reason["RETRIES_EXHAUSTED"] = await send(url, [(Operation.ADD, (5.0, 6.0))] * 3, "flaky")
         by_reason["UNKNOWN_OPERATION"] = await send(url, [(42, (1.0, 2.0))])
         garbage = b"\xff\x00 not a protobuf"
-        await publish_bytes(url, garbage, topology.requested_key("add"), message_id="garbage-1")
+        await publish_raw(url, garbage, topology.requested_key("add"), message_id="garbage-1")
         by_reason["MALFORMED_MESSAGE"] = ["garbage-1"]
         await send(url, [(Operation.ADD, (1.0, 1.0))] * 4)  # these complete: not in the DLQ
         await wait_depth(url, topology.DLQ, sum(len(ids) for ids in by_reason.values()))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from calculator import Operation
 from messaging import topology
-from tests.integration.pipeline import queue_depth
+from tests.integration.pipeline import publish_raw, queue_depth
 from tests.integration.test_inspector_commands import (
     Faults,
     completed_ids,
@@ -21,7 +21,6 @@ from tests.integration.test_inspector_commands import (
     inspector,
     inspector_json,
     peek,
-    publish_bytes,
     send,
     start_inspector,
     wait_depth,
@@ -111,7 +110,7 @@ async def test_a_message_that_cannot_be_replayed_stays(vhost_url: str) -> None:
     async with consumer(vhost_url):
         pass  # declares the topology
     # dead-lettered with a key no work queue is bound to: its replay is returned, not queued
-    await publish_bytes(vhost_url, b"\x0a\x03abc", "calc.requested.nothing",
+    await publish_raw(vhost_url, b"\x0a\x03abc", "calc.requested.nothing",
                         exchange=topology.DEAD_LETTER_EXCHANGE, message_id="abc")
     await wait_depth(vhost_url, topology.DLQ, 1)
     done = inspector(vhost_url, "replay", "--all", "--yes")
