@@ -134,15 +134,25 @@ async def preload(url: str, count: int, failure_share: float, seed: int) -> Prel
     return preloaded
 
 
-def _drain(url: str, expected: int, quiet: float = 1.0) -> Counter[tuple[str, str]]:
-    """Take every message of the verify queue: (type, request_event_id) -> times seen."""
+def _drain(url: str, expected: int, quiet: float = 1.0, patience: float = 60.0) -> Counter[tuple[str, str]]:
+    """Take every message of the verify queue: (type, request_event_id) -> times seen.
+
+    Stops `quiet` s after the `expected` count arrived (a duplicate would be right behind), or
+    when nothing arrived for `patience` s (a broker paging a million messages pauses now and then).
+    """
     seen: Counter[tuple[str, str]] = Counter()
+    total = 0
+    last = time.monotonic()
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
         for method, props, body in channel.consume(VERIFY_QUEUE, auto_ack=True, inactivity_timeout=quiet):
             if method is None:
-                break
+                if total >= expected or time.monotonic() - last > patience:
+                    break
+                continue
+            total += 1
+            last = time.monotonic()
             if props.type == codec.TYPE_COMPLETED:
                 seen[("completed", codec.decode_completed(body).request_event_id)] += 1
             elif props.type == codec.TYPE_FAILED:
