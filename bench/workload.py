@@ -182,7 +182,7 @@ async def verify(url: str, preloaded: Preloaded, variant: str) -> dict[str, int]
         problems.append(f"failed {len(failed)} distinct, expected {len(preloaded.failing)}")
     if any(kind == "other" for kind, _ in seen):
         problems.append("messages of an unknown type on calc.results")
-    left = await depth(url, topology.work_queue("basic"))
+    left = await _drained_depth(url, topology.work_queue("basic"))
     if left:
         problems.append(f"{left} requests left in calc.work.basic (unacked or never consumed)")
     dead = await _settled_depth(url, topology.DLQ, len(preloaded.failing))
@@ -203,6 +203,15 @@ async def _settled_depth(url: str, queue: str, expected: int, timeout: float = 1
         await asyncio.sleep(0.2)
 
 
+async def _drained_depth(url: str, queue: str, timeout: float = 15.0) -> int:
+    """A quorum queue applies acks (and reports its depth) a little after the client sent them:
+    wait for `queue` to reach 0 before calling what is left unacked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = await depth(url, queue)
+        if n == 0 or time.monotonic() > deadline:
+            return n
+        await asyncio.sleep(0.2)
 
 
 async def verify_counts(url: str, count: int) -> dict[str, int]:
