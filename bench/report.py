@@ -59,6 +59,12 @@ def render(data: dict[str, Any]) -> str:
                 cell = row["rates"].get(str(r))
                 cells.append(f"{cell['p50']:6.1f}/{cell['p90']:6.1f}/{cell['p99']:6.1f}" if cell else "")
             lines.append(f"  {row['label']:44} " + " ".join(f"{c:>20}" for c in cells))
+        achieved = []
+        for r in rates:
+            cells = [row["rates"][str(r)]["achieved_rate"] for row in table.values()
+                     if str(r) in row["rates"]]
+            achieved.append(f"{r}/s: {min(cells):,.0f}")
+        lines.append("  lowest rate the driver achieved (median of repetitions): " + ", ".join(achieved))
         ours_1000 = table.get("ours", {}).get("rates", {}).get("1000")
         if ours_1000:
             lines.append(f"  ours p99 at 1000/s: {ours_1000['p99']:.1f} ms, target <= 20 ms "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -11,14 +12,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic as spec_basic
 from prometheus_client import Counter, Gauge, Histogram
 
 from consumer.handler import Outcome, evaluate, failure_word
@@ -43,6 +40,17 @@ DURATION = Histogram("calc_consumer_processing_seconds", "Time from delivery to 
 AGE = Histogram("calc_consumer_request_age_seconds",
                 "Age of a request (its occurred_at) when its result was confirmed",
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+
+
+_processed_children: dict[tuple[str, str], Any] = {}
+
+
+def _processed(operation: str, outcome: str) -> None:
+    # labels() takes a lock and builds a key on every call: once per (operation, outcome)
+    child = _processed_children.get((operation, outcome))
+    if child is None:
+        child = _processed_children[(operation, outcome)] = PROCESSED.labels(operation, outcome)
+    child.inc()
 
 
 class _Completed:
@@ -72,56 +80,61 @@ class _Acks:
     """
 
     def __init__(self, channel: object, batch: int) -> None:
-        self.channel = channel  # the underlying channel whose delivery tags these are
+        self.channel = channel  # the aiormq channel whose delivery tags these are
         self.batch = batch
         self._frontier = 0  # every tag <= this is settled or waiting to be acked
-        self._waiting: dict[int, AbstractIncomingMessage | None] = {}  # above the frontier; None: settled
-        self._last: AbstractIncomingMessage | None = None  # highest tag <= frontier waiting for an ack
+        self._waiting: dict[int, bool] = {}  # above the frontier; True: to ack, False: settled
+        self._last: int | None = None  # highest tag <= frontier waiting for an ack
         self._count = 0  # deliveries <= frontier waiting for an ack
         self._stuck = 0  # deliveries above the frontier waiting for an ack
 
-    def ready(self, message: AbstractIncomingMessage) -> None:
-        """`message`'s outcome is confirmed: ack it with the next batch."""
-        self._add(message.delivery_tag, message)
+    def ready(self, tag: int) -> None:
+        """The outcome of delivery `tag` is confirmed: ack it with the next batch."""
+        self._add(tag, True)
 
     def settled(self, tag: int | None) -> None:
         """The delivery was rejected or requeued on its own; the frontier may pass it."""
-        self._add(tag, None)
+        self._add(tag, False)
 
-    def _add(self, tag: int | None, message: AbstractIncomingMessage | None) -> None:
+    def _add(self, tag: int | None, to_ack: bool) -> None:
         if tag is None or tag <= self._frontier or tag in self._waiting:
             return  # settled already: nothing may cover a tag twice
-        self._waiting[tag] = message
-        if message is not None:
+        self._waiting[tag] = to_ack
+        if to_ack:
             self._stuck += 1
         while self._frontier + 1 in self._waiting:
             self._frontier += 1
-            done = self._waiting.pop(self._frontier)
-            if done is not None:
+            if self._waiting.pop(self._frontier):
                 self._stuck -= 1
-                self._last = done
+                self._last = self._frontier
                 self._count += 1
 
     @property
     def due(self) -> bool:
         return self._count >= self.batch or self._stuck >= self.batch
 
-    def take(self) -> tuple[AbstractIncomingMessage | None, int, list[AbstractIncomingMessage]]:
-        """What to send now: a multiple ack (message, count covered) and single acks past a gap."""
+    def take(self) -> tuple[int | None, int, list[int]]:
+        """What to send now: a multiple ack (tag, count covered) and single acks past a gap."""
         last, count = self._last, self._count
         self._last, self._count = None, 0
-        singles: list[AbstractIncomingMessage] = []
+        singles: list[int] = []
         if self._stuck >= self.batch:
-            for tag, message in self._waiting.items():
-                if message is not None:
-                    singles.append(message)
-                    self._waiting[tag] = None  # acked alone: the frontier passes it later
+            for tag, to_ack in self._waiting.items():
+                if to_ack:
+                    singles.append(tag)
+                    self._waiting[tag] = False  # acked alone: the frontier passes it later
             self._stuck = 0
         return last, count, singles
 
 
 class ConsumerService:
-    """Consumes the configured work queues until `stop()`; see the contract's failure rules."""
+    """Consumes the configured work queues until `stop()`; see the contract's failure rules.
+
+    The connection, channels, topology and reconnects are aio-pika's; deliveries are taken from
+    the consume channel's aiormq channel as they arrive (no aio-pika message object and no
+    second task per delivery: a quarter of the CPU per message), and the subscription is made
+    again whenever aio-pika reopens that channel.
+    """
 
     def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
         self.settings = settings
@@ -136,10 +149,12 @@ class ConsumerService:
         self._ack_batch = max(1, min(100, settings.prefetch // 4))
         self._idle = asyncio.Event()
         self._idle.set()
-        self._consume_channel: AbstractChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
         self._publish_channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
-        self._consumer_tags: list[tuple[Any, str]] = []
+        self._queues = tuple(topology.work_queue(kind) for kind in settings.queues)
+        self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
+        self._resubscribing: asyncio.Task[None] | None = None
+        self._stopping = False
         self._random = random.Random()
         # The fault-injection seam: (outcome, attempt) -> inject a transient fault? Tests pass
         # a deterministic one; by default it follows CALC_FAULT_RATE.
@@ -147,22 +162,64 @@ class ConsumerService:
 
     async def start(self) -> None:
         self._publish_channel = await confirmed_channel(self.connection)
-        declared = await topology.declare(self._publish_channel, self.settings)
-        self._exchanges = declared.exchanges
-        self._consume_channel = await self.connection.channel()
-        await self._consume_channel.set_qos(prefetch_count=self.settings.prefetch)
-        for kind in self.settings.queues:
-            name = topology.work_queue(kind)
-            # A (passive) declare, not get_queue: only a declared queue is re-consumed by the
-            # robust channel after a reconnect. Passive needs no configure permission.
-            queue = await self._consume_channel.declare_queue(name, passive=True)
-            await self._redeliveries_one_by_one(queue)
-            tag = await queue.consume(self._on_message)
-            self._consumer_tags.append((queue, tag))
+        await topology.declare(self._publish_channel, self.settings)
+        channel = await self.connection.channel()
+        assert isinstance(channel, AbstractRobustChannel), "connect(robust=True) for the consumer"
+        self._consume_channel = channel
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        for name in self._queues:
+            # Passive: the queue must exist (ChannelNotFoundEntity, a configuration error,
+            # otherwise) and no configure permission is needed.
+            await channel.declare_queue(name, passive=True)
+            await self._redeliveries_one_by_one(name)
+        channel.reopen_callbacks.add(self._on_reopen)
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        assert self._consume_channel is not None
+        channel = await self._consume_channel.get_underlay_channel()
+        channel.on_consumer_cancel_callbacks.add(self._on_cancel)
+        self._subscriptions = []
+        for name in self._queues:
+            ok = await channel.basic_consume(name, self._on_message, no_ack=False)
+            assert ok.consumer_tag is not None
+            self._subscriptions.append((channel, ok.consumer_tag))
             log.info("consuming", extra=kv(queue=name, prefetch=self.settings.prefetch,
                                            instance=self.settings.instance_id))
 
-    async def _redeliveries_one_by_one(self, queue: AbstractQueue) -> None:
+    async def _on_reopen(self, _channel: object) -> None:
+        """aio-pika reopened the consume channel (a reconnect, or a channel error): consume again."""
+        if not self._stopping:
+            self._resubscribe("channel reopened")
+
+    def _on_cancel(self, frame: Any) -> None:
+        """The broker cancelled a subscription (its queue was deleted or moved): consume again."""
+        if not self._stopping and any(tag == frame.consumer_tag for _, tag in self._subscriptions):
+            log.warning("subscription cancelled by the broker", extra=kv(consumer_tag=frame.consumer_tag))
+            self._resubscribe("cancelled by the broker")
+
+    def _resubscribe(self, why: str) -> None:
+        if self._resubscribing is None or self._resubscribing.done():
+            self._resubscribing = asyncio.create_task(self._resubscribe_until_done(why))
+
+    async def _resubscribe_until_done(self, why: str) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                for channel, tag in self._subscriptions:
+                    if not channel.is_closed:  # the old subscription, if the broker kept it
+                        with contextlib.suppress(Exception):
+                            await channel.basic_cancel(tag)
+                await self._subscribe()
+                log.info("consuming again", extra=kv(why=why))
+                return
+            except Exception as exc:
+                log.warning("could not consume again; retrying", extra=kv(
+                    why=why, error=repr(exc), retry_in_s=delay))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _redeliveries_one_by_one(self, queue: str) -> None:
         """Settle redelivered messages at the head of `queue` one at a time before consuming.
 
         When a consumer dies, every unacked message of its window returns and (on quorum
@@ -171,32 +228,37 @@ class ConsumerService:
         delivery limit dead-letters all of them. Taken singly, each crash charges only the
         message it died on, so the delivery limit isolates exactly the poison.
         """
+        assert self._consume_channel is not None
+        channel = await self._consume_channel.get_underlay_channel()
         while True:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                return
+            message = await channel.basic_get(queue, no_ack=False)
+            if not isinstance(message.delivery, spec_basic.GetOk):
+                return  # GetEmpty
             await self._on_message(message)
             await self._flush_acks()
-            if not message.redelivered:
+            if not message.delivery.redelivered:
                 return
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking work, let in-flight messages finish, then close the channels."""
-        for queue, tag in self._consumer_tags:
+        self._stopping = True
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()
+        for channel, tag in self._subscriptions:
             try:
-                await queue.cancel(tag)
+                await channel.basic_cancel(tag)
             except Exception as exc:  # a lost channel has no consumer left to cancel
                 log.warning("cancel failed", extra=kv(error=repr(exc)))
-        self._consumer_tags.clear()
+        self._subscriptions.clear()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             log.warning("in-flight messages left unacked at shutdown; the broker redelivers them",
                         extra=kv(in_flight=self._in_flight))
         await self._flush_acks()
-        for channel in (self._consume_channel, self._publish_channel):
-            if channel is not None and not channel.is_closed:
-                await channel.close()
+        for opened in (self._consume_channel, self._publish_channel):
+            if opened is not None and not opened.is_closed:
+                await opened.close()
         log.info("stopped", extra=kv(instance=self.settings.instance_id))
 
     def _random_fault(self, outcome: Outcome, attempt: int) -> bool:
@@ -212,19 +274,19 @@ class ConsumerService:
         """Deliveries acked, rejected or requeued since start."""
         return self._settled
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: DeliveredMessage) -> None:
         self._in_flight += 1
         self._idle.clear()
         IN_FLIGHT.inc()
         started = time.monotonic()
+        incoming = codec.incoming_of(message)
         try:
-            await self._handle(message)
+            await self._handle(message, incoming)
         except Exception:
             # A bug, not a verdict: requeue it; the delivery limit dead-letters a message that
             # keeps failing this way, so nothing loops forever.
-            log.exception("unexpected error; message requeued",
-                          extra=kv(message_id=message.message_id,
-                                   correlation_id=message.correlation_id))
+            log.exception("unexpected error; message requeued", extra=kv(
+                message_id=incoming.message_id, correlation_id=incoming.correlation_id))
             await self._settle(message, "nack")
         finally:
             DURATION.observe(time.monotonic() - started)
@@ -236,8 +298,7 @@ class ConsumerService:
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        incoming = codec.incoming_of(message)
+    async def _handle(self, message: DeliveredMessage, incoming: codec.Incoming) -> None:
         outcome = evaluate(incoming, self.settings.max_message_bytes)
         crash = self.settings.test_crash_source
         if crash and outcome.request is not None and outcome.request.source == crash:
@@ -245,11 +306,10 @@ class ConsumerService:
                 event_id=outcome.event_id, correlation_id=outcome.correlation_id))
             os._exit(70)
         attempt = incoming.attempt
-        ids = {"event_id": outcome.event_id or incoming.message_id or "",
-               "correlation_id": outcome.correlation_id}
         if outcome.ok and outcome.event_id in self._completed:
-            log.info("duplicate", extra=kv(**ids, operation=outcome.operation_label))
-            PROCESSED.labels(outcome.operation_label, "duplicate").inc()
+            log.info("duplicate", extra=kv(event_id=outcome.event_id, correlation_id=outcome.correlation_id,
+                                           operation=outcome.operation_label))
+            _processed(outcome.operation_label, "duplicate")
             await self._settle(message, "ack")
             return
         try:
@@ -264,34 +324,42 @@ class ConsumerService:
         except CalcEventsError as exc:
             await self._transient(message, incoming, outcome, attempt, str(exc))
 
+    @property
+    def _channel(self) -> AbstractChannel:
+        assert self._publish_channel is not None, "start() first"
+        return self._publish_channel
+
     async def _complete(self, outcome: Outcome, attempt: int) -> None:
-        assert outcome.request is not None
-        msg, event = codec.completed_message(outcome.request, outcome.result, outcome.correlation_id,
+        request = outcome.request
+        assert request is not None
+        msg, event = codec.completed_message(request, outcome.result, outcome.correlation_id,
                                              self.settings.instance_id, attempt)
-        await publish(self._exchanges[topology.RESULTS_EXCHANGE], msg,
+        await publish(self._channel, topology.RESULTS_EXCHANGE, msg,
                       topology.completed_key(outcome.word), self.settings.publish_timeout)
-        self._completed.add(outcome.event_id)
-        PROCESSED.labels(outcome.operation_label, "completed").inc()
-        AGE.observe(max(0.0, time.time() - outcome.request.occurred_at.ToMicroseconds() / 1e6))
-        log.info("completed", extra=kv(
-            event_id=outcome.event_id, correlation_id=outcome.correlation_id,
-            operation=outcome.operation_label, operands=outcome.operands,
-            result=outcome.result, attempt=attempt, result_event_id=event.event_id))
+        self._completed.add(request.event_id)
+        operation = outcome.operation_label
+        _processed(operation, "completed")
+        AGE.observe(max(0.0, time.time() - request.occurred_at.seconds - request.occurred_at.nanos / 1e9))
+        if log.isEnabledFor(logging.INFO):
+            log.info("completed", extra=kv(
+                event_id=request.event_id, correlation_id=outcome.correlation_id,
+                operation=operation, operands=list(request.operands),
+                result=outcome.result, attempt=attempt, result_event_id=event.event_id))
 
     async def _fail(self, outcome: Outcome, reason: int, detail: str, attempts: int) -> None:
         msg, event = codec.failed_message(outcome.event_id, outcome.operation, reason, detail,
                                           attempts, outcome.correlation_id, self.settings.instance_id)
-        await publish(self._exchanges[topology.RESULTS_EXCHANGE], msg,
+        await publish(self._channel, topology.RESULTS_EXCHANGE, msg,
                       topology.failed_key(outcome.word), self.settings.publish_timeout)
         name = codec.reason_name(reason)
-        PROCESSED.labels(outcome.operation_label or "undecodable", "failed").inc()
+        _processed(outcome.operation_label or "undecodable", "failed")
         FAILURES.labels(name).inc()
         log.warning("failed", extra=kv(
             event_id=outcome.event_id, correlation_id=outcome.correlation_id,
             operation=outcome.operation_label, operands=outcome.operands, reason=name,
             detail=detail, attempts=attempts, failure_event_id=event.event_id))
 
-    async def _transient(self, message: AbstractIncomingMessage, incoming: codec.Incoming,
+    async def _transient(self, message: DeliveredMessage, incoming: codec.Incoming,
                          outcome: Outcome, attempt: int, error: str) -> None:
         """Retry after a growing delay, or give up with RETRIES_EXHAUSTED after the last attempt."""
         ids = {"event_id": outcome.event_id or incoming.message_id or "",
@@ -305,8 +373,9 @@ class ConsumerService:
                 await self._settle(message, "reject")
                 return
             delay = topology.retry_delay(self.settings, attempt)
-            retry = codec.copy_message(message, attempt + 1, expiration=delay)
-            await publish(self._exchanges[topology.retry_exchange(attempt)], retry,
+            retry = codec.copy_message(message.body, message.header.properties, attempt + 1,
+                                       expiration=delay)
+            await publish(self._channel, topology.retry_exchange(attempt), retry,
                           incoming.routing_key, self.settings.publish_timeout)
             RETRIES.inc()
             log.warning("retry scheduled", extra=kv(**ids, attempt=attempt, next_attempt=attempt + 1,
@@ -318,41 +387,43 @@ class ConsumerService:
             log.error("could not schedule retry; requeued", extra=kv(**ids, error=str(exc)))
             await self._settle(message, "nack")
 
-    def _acks_for(self, message: AbstractIncomingMessage) -> _Acks | None:
+    def _acks_for(self, message: DeliveredMessage) -> _Acks | None:
         """The batch of the delivery's channel; None when that channel is closed (the broker has
         taken its unacked deliveries back)."""
-        try:
-            channel = message.channel
-        except aio_pika.exceptions.ChannelInvalidStateError:
+        channel = message.channel
+        if channel.is_closed:
             return None
         acks = self._acks
         if acks is None or acks.channel is not channel:
-            # A new channel (start, or restored after a loss): delivery tags start over.
+            # A new channel (start, or reopened after a loss): delivery tags start over.
             acks = self._acks = _Acks(channel, self._ack_batch)
         return acks
 
-    async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
+    async def _settle(self, message: DeliveredMessage, how: str) -> None:
         """Called once the outcome is confirmed; an ack waits for the next batch."""
+        tag = message.delivery_tag
         if how == "ack":
             acks = self._acks_for(message)
-            if acks is not None:
-                acks.ready(message)
+            if acks is not None and tag is not None:
+                acks.ready(tag)
             return
         try:
+            assert tag is not None
             if how == "reject":
-                await message.reject(requeue=False)
+                await message.channel.basic_reject(tag, requeue=False)
             else:
-                await message.nack(requeue=True)
+                await message.channel.basic_nack(tag, requeue=True)
             self._settled += 1
         except Exception as exc:
             # The channel is gone: the broker requeues the delivery itself.
+            properties = message.header.properties
             log.warning("could not settle delivery", extra=kv(
-                message_id=message.message_id, correlation_id=message.correlation_id,
+                message_id=properties.message_id, correlation_id=properties.correlation_id,
                 how=how, error=repr(exc)))
         # only now, with the reject or requeue sent, may a later multiple ack pass this tag
         acks = self._acks_for(message)
         if acks is not None:
-            acks.settled(message.delivery_tag)
+            acks.settled(tag)
 
     async def _flush_acks(self) -> None:
         # One flush at a time: a multiple ack overtaken by a later, higher one would name a tag
@@ -362,11 +433,13 @@ class ConsumerService:
             if acks is None:
                 return
             last, count, singles = acks.take()
+            channel = acks.channel
+            assert isinstance(channel, aiormq.abc.AbstractChannel)
             try:
-                for message in singles:
-                    await message.ack()
+                for tag in singles:
+                    await channel.basic_ack(tag)
                 if last is not None:
-                    await last.ack(multiple=True)
+                    await channel.basic_ack(last, multiple=True)
                 self._settled += count + len(singles)
             except Exception as exc:
                 # The channel is gone: the broker requeues these deliveries itself.

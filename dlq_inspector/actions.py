@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractChannel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dlq_inspector.broker import BROKER_ERRORS
@@ -19,7 +19,7 @@ from dlq_inspector.letters import DeadLetter, to_record
 from dlq_inspector.reader import Delivery, DlqScan
 from dlq_inspector.render import Progress
 from dlq_inspector.selection import Found, Selection
-from messaging import codec
+from messaging import codec, topology
 from messaging.errors import CalcEventsError, PublishFailed
 from messaging.publisher import publish
 from messaging.settings import Settings
@@ -74,18 +74,20 @@ class _Pace:
         self.next = max(self.next, now) + self.interval
 
 
-async def _publish(exchange: AbstractExchange, delivery: Delivery, routing_key: str,
+async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: str,
                    settings: Settings) -> None:
-    message = codec.copy_message(delivery.message, REPLAY_ATTEMPT, app_id=codec.APP_INSPECTOR)
+    message = codec.copy_message(delivery.message.body, delivery.message.properties, REPLAY_ATTEMPT,
+                                 app_id=codec.APP_INSPECTOR)
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),
                              stop=stop_after_attempt(PUBLISH_TRIES),
                              wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
     async for attempt in retrying:
         with attempt:
-            await publish(exchange, message, routing_key, settings.publish_timeout)
+            await publish(channel, topology.REQUESTS_EXCHANGE, message, routing_key,
+                          settings.publish_timeout)
 
 
-async def replay(scan: DlqScan, exchange: AbstractExchange, selection: Selection, settings: Settings,
+async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, settings: Settings,
                  *, dry_run: bool, on_done: OnMessage, on_failed: OnFailure, progress: Progress,
                  rate: float | None = None) -> ActionResult:
     """Republish the selected messages to calc.requests; each leaves the DLQ only once confirmed.
@@ -107,7 +109,7 @@ async def replay(scan: DlqScan, exchange: AbstractExchange, selection: Selection
     async def one(delivery: Delivery, explanation: Explanation) -> None:
         try:
             try:
-                await _publish(exchange, delivery, explanation.original_routing_key, settings)
+                await _publish(channel, delivery, explanation.original_routing_key, settings)
             except CalcEventsError as exc:
                 result.failed.append({"event_id": explanation.event_id, "error": str(exc)})
                 on_failed(explanation, str(exc))

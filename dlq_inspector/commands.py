@@ -189,12 +189,11 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
 
     async with connected(settings, _name(settings, "replay"), args.connect_timeout) as connection:
         channel = await confirmed_channel(connection)
-        exchange = await channel.get_exchange(topology.REQUESTS_EXCHANGE, ensure=False)
         async with DlqScan(connection) as scan:
             await _confirm(f"Replay {selection.describe()} of the {scan.expected} messages in calc.dlq "
                            f"to {topology.REQUESTS_EXCHANGE}?", args, sys.stdin)
             result = await actions.replay(
-                scan, exchange, selection, settings, dry_run=args.dry_run,
+                scan, channel, selection, settings, dry_run=args.dry_run,
                 on_done=_printer(args, status, lines), on_failed=failed,
                 progress=render.Progress(sys.stderr, "replay"), rate=args.rate)
         await channel.close()

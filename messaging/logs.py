@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from messaging.settings import Settings
@@ -24,19 +25,33 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+_NEEDS_QUOTES = re.compile(r'[ ="]')
+
+
 def _text(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="'):
+    if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def _utc(created: float) -> str:
+    """`2026-01-01T00:00:00.000Z`; the part up to the second is formatted once a second."""
+    global _second
+    seconds = int(created)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
     """`2026-01-01T00:00:00.000Z INFO consumer.service completed event_id=... result=3.0`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-        parts = [f"{moment}Z", record.levelname, record.name, record.getMessage()]
+        parts = [_utc(record.created), record.levelname, record.name, record.getMessage()]
         parts += [f"{key}={_text(value)}" for key, value in _fields(record).items()]
         line = " ".join(parts)
         if record.exc_info:
@@ -49,7 +64,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": _utc(record.created),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
@@ -62,6 +77,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure(settings: Settings) -> None:
     """Send every logger to stderr in the configured format and level."""
+    # Fields no formatter here prints: the logging HOWTO's "Optimization" switches. Without them
+    # every record walks the stack for its caller and looks up thread and process names, a
+    # third of the cost of the consumer's line per message.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()

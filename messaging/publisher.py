@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractExchange, AbstractMessage
+from aio_pika.abc import AbstractChannel
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from messaging.codec import Outgoing
 from messaging.errors import ConfigurationError, PublishFailed, UnroutableError
 from messaging.logs import kv
 
@@ -23,40 +24,56 @@ PUBLISH_OUTCOMES = Counter(
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
 
+_counters: dict[tuple[str, str, str, str], Counter] = {}
 
-async def publish(exchange: AbstractExchange, message: AbstractMessage, routing_key: str,
+
+def _count(app: str, exchange: str, routing_key: str, outcome: str) -> None:
+    # labels() takes a lock and builds a key on every call; publishing is the hot path
+    key = (app, exchange, routing_key.rpartition(".")[2], outcome)
+    child = _counters.get(key)
+    if child is None:
+        child = _counters[key] = PUBLISH_OUTCOMES.labels(*key)
+    child.inc()
+
+
+async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, routing_key: str,
                   confirm_timeout: float) -> None:
-    """Publish and wait for the broker's confirm.
+    """Publish to `exchange` (mandatory) on a `confirmed_channel` and wait for the broker's confirm.
 
     Raises UnroutableError when the message was returned (routed to no queue) and PublishFailed
     when it was nacked (e.g. a full queue with overflow reject-publish), timed out, or the
     channel was lost: in each of those cases the broker may not have the message.
     """
-    labels = (message.app_id or "", exchange.name, routing_key.rpartition(".")[2])
+    app = message.properties.app_id or ""
     try:
-        await exchange.publish(message, routing_key, mandatory=True, timeout=confirm_timeout)
-        PUBLISH_OUTCOMES.labels(*labels, "confirmed").inc()
+        # the channel's aiormq channel, as aio-pika's Exchange.publish does, without building
+        # an aio-pika Message: the properties are already the wire's
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(message.body, exchange=exchange, routing_key=routing_key,
+                                     properties=message.properties, mandatory=True,
+                                     timeout=confirm_timeout)
+        _count(app, exchange, routing_key, "confirmed")
     except aiormq.exceptions.PublishError:
-        PUBLISH_OUTCOMES.labels(*labels, "returned").inc()
+        _count(app, exchange, routing_key, "returned")
         raise UnroutableError(
-            f"{exchange.name} routed {routing_key!r} to no queue (message returned)") from None
+            f"{exchange} routed {routing_key!r} to no queue (message returned)") from None
     except aiormq.exceptions.DeliveryError:
-        PUBLISH_OUTCOMES.labels(*labels, "nacked").inc()
-        raise PublishFailed(f"{exchange.name} nacked {routing_key!r} (queue full?)") from None
+        _count(app, exchange, routing_key, "nacked")
+        raise PublishFailed(f"{exchange} nacked {routing_key!r} (queue full?)") from None
     except (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelNotFoundEntity) as exc:
         # Not transient: retrying a publish the broker forbids, or to an exchange that does not
         # exist, would loop forever. The operator has to fix permissions or the topology.
-        PUBLISH_OUTCOMES.labels(*labels, "refused").inc()
-        raise ConfigurationError(f"the broker refused publishing to {exchange.name!r}: {exc}") from None
+        _count(app, exchange, routing_key, "refused")
+        raise ConfigurationError(f"the broker refused publishing to {exchange!r}: {exc}") from None
     except TimeoutError:
-        PUBLISH_OUTCOMES.labels(*labels, "timeout").inc()
+        _count(app, exchange, routing_key, "timeout")
         raise PublishFailed(f"no confirm for {routing_key!r} within {confirm_timeout}s") from None
     except _CHANNEL_ERRORS as exc:
-        PUBLISH_OUTCOMES.labels(*labels, "lost").inc()
+        _count(app, exchange, routing_key, "lost")
         raise PublishFailed(f"channel lost while publishing {routing_key!r}: {exc!r}") from None
 
 
-async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractMessage,
+async def publish_until_confirmed(channel: AbstractChannel, exchange: str, message: Outgoing,
                                   routing_key: str, confirm_timeout: float, max_backoff: float = 10.0,
                                   on_retry: Callable[[], None] | None = None) -> int:
     """Publish, retrying nacks, timeouts and lost channels with capped exponential backoff.
@@ -72,13 +89,13 @@ async def publish_until_confirmed(exchange: AbstractExchange, message: AbstractM
     )
     async for attempt in retrying:
         with attempt:
-            await publish(exchange, message, routing_key, confirm_timeout)
+            await publish(channel, exchange, message, routing_key, confirm_timeout)
             # inside the block: a failed attempt is swallowed by `with` and decided by tenacity
             return attempt.retry_state.attempt_number
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _retrying(state: RetryCallState, message: AbstractMessage, routing_key: str,
+def _retrying(state: RetryCallState, message: Outgoing, routing_key: str,
               on_retry: Callable[[], None] | None) -> None:
     log.warning("publish not confirmed, retrying", extra=kv(
         message_id=message.message_id, correlation_id=message.correlation_id,

@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aio_pika import Message
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from prometheus_client import Counter
 
 from messaging import codec, topology
@@ -55,38 +54,38 @@ class Producer:
     def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
         self.settings = settings
         self.connection = connection
-        self._exchange: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
         self.retries = 0
         """Publishes retried after a nack, timeout or lost channel, since start."""
 
     async def start(self) -> None:
         channel = await confirmed_channel(self.connection)
-        declared = await topology.declare(channel, self.settings)
-        self._exchange = declared.exchanges[topology.REQUESTS_EXCHANGE]
+        await topology.declare(channel, self.settings)
+        self._channel = channel
 
     async def send(self, spec: Spec, correlation_id: str | None = None, quiet: bool = False) -> str:
         """Publish one request until confirmed; returns its event_id. Unroutable raises."""
-        assert self._exchange is not None, "start() first"
+        assert self._channel is not None, "start() first"
         request = codec.build_request(spec.operation, spec.operands, self.settings.instance_id)
         word = spec.operation.word
         message = codec.request_message(request, correlation_id)
         key = topology.requested_key(word)
         PUBLISHED.labels(word).inc()
-        attempts = await self._publish(self._exchange, message, key, word)
+        attempts = await self._publish(self._channel, message, key, word)
         CONFIRMED.labels(word).inc()
         log.log(logging.DEBUG if quiet else logging.INFO, "published", extra=kv(event_id=request.event_id,
                                        correlation_id=message.correlation_id, routing_key=key,
                                        operands=list(request.operands), attempts=attempts))
         return request.event_id
 
-    async def _publish(self, exchange: AbstractExchange, message: Message, key: str, word: str) -> int:
+    async def _publish(self, channel: AbstractChannel, message: codec.Outgoing, key: str, word: str) -> int:
         """Publish until confirmed; returns the attempts it took.
 
         The first attempt goes straight out: nearly every publish is confirmed at once, and
         building tenacity's retry machinery for each one cost a sixth of `bulk`'s CPU.
         """
         try:
-            await publish(exchange, message, key, self.settings.publish_timeout)
+            await publish(channel, topology.REQUESTS_EXCHANGE, message, key, self.settings.publish_timeout)
             return 1
         except PublishFailed as exc:
             log.warning("publish not confirmed, retrying", extra=kv(
@@ -94,7 +93,8 @@ class Producer:
                 routing_key=key, attempt=1, error=str(exc)))
             self._retried(word)
         await asyncio.sleep(FIRST_RETRY_WAIT)
-        return 1 + await publish_until_confirmed(exchange, message, key, self.settings.publish_timeout,
+        return 1 + await publish_until_confirmed(channel, topology.REQUESTS_EXCHANGE, message, key,
+                                                 self.settings.publish_timeout,
                                                  on_retry=lambda: self._retried(word))
 
     def _retried(self, word: str) -> None:

@@ -36,6 +36,7 @@ from consumer.service import ConsumerService
 from dlq_inspector.explain import explain
 from dlq_inspector.reader import DlqScan
 from messaging import codec, topology
+from messaging.publisher import publish
 from messaging.settings import Settings
 from tests.integration.pipeline import (
     ROOT,
@@ -101,12 +102,11 @@ async def send(url: str, specs: Iterable[tuple[Operation | int, Sequence[float]]
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(topology.REQUESTS_EXCHANGE, ensure=False)
         for operation, operands in specs:
             request = codec.build_request(operation, operands, source)
             key = routing_key or topology.requested_key(
                 operation.word if isinstance(operation, Operation) else "add")
-            await exchange.publish(codec.request_message(request), key, mandatory=True, timeout=10)
+            await publish(channel, topology.REQUESTS_EXCHANGE, codec.request_message(request), key, 10)
             ids.append(request.event_id)
     finally:
         await connection.close()
@@ -213,12 +213,11 @@ async def expire_in_work_queue(url: str, count: int) -> list[str]:
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(topology.REQUESTS_EXCHANGE, ensure=False)
         for _ in range(count):
             request = codec.build_request(Operation.ADD, [1, 2], "ttl")
             message = codec.request_message(request)
-            message.expiration = 0.05
-            await exchange.publish(message, topology.requested_key("add"), mandatory=True, timeout=10)
+            message.properties.expiration = "50"  # milliseconds
+            await publish(channel, topology.REQUESTS_EXCHANGE, message, topology.requested_key("add"), 10)
             ids.append(request.event_id)
         # A quorum queue drops expired messages when they reach the head: a consume (or get) does it.
         queue = await channel.get_queue(topology.work_queue("basic"), ensure=False)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.service import _Acks
-
-
-@dataclass
-class Delivery:
-    delivery_tag: int
 
 
 def _acks(batch: int = 3) -> _Acks:
@@ -22,11 +14,9 @@ def _acks(batch: int = 3) -> _Acks:
 
 def _ready(acks: _Acks, *tags: int) -> None:
     for tag in tags:
-        acks.ready(Delivery(tag))  # type: ignore[arg-type]
+        acks.ready(tag)
 
 
-def _tag(message: Any) -> int | None:
-    return None if message is None else int(message.delivery_tag)
 
 
 def test_contiguous_deliveries_are_acked_once_per_batch() -> None:
@@ -36,7 +26,7 @@ def test_contiguous_deliveries_are_acked_once_per_batch() -> None:
     _ready(acks, 3)
     assert acks.due
     last, count, singles = acks.take()
-    assert (_tag(last), count, singles) == (3, 3, [])
+    assert (last, count, singles) == (3, 3, [])
     assert acks.take() == (None, 0, [])
 
 
@@ -47,7 +37,7 @@ def test_a_gap_holds_the_multiple_ack_below_it() -> None:
     assert last is None and count == 0
     _ready(acks, 1)
     last, count, _ = acks.take()
-    assert (_tag(last), count) == (3, 3)
+    assert (last, count) == (3, 3)
 
 
 def test_rejected_deliveries_are_passed_but_never_named() -> None:
@@ -55,10 +45,10 @@ def test_rejected_deliveries_are_passed_but_never_named() -> None:
     _ready(acks, 1)
     acks.settled(2)  # rejected on its own
     last, count, _ = acks.take()
-    assert (_tag(last), count) == (1, 1), "tag 2 is no longer unacked: acking it is an error"
+    assert (last, count) == (1, 1), "tag 2 is no longer unacked: acking it is an error"
     _ready(acks, 3)
     last, count, _ = acks.take()
-    assert (_tag(last), count) == (3, 1)
+    assert (last, count) == (3, 1)
 
 
 def test_a_stuck_delivery_does_not_stall_the_rest() -> None:
@@ -66,10 +56,10 @@ def test_a_stuck_delivery_does_not_stall_the_rest() -> None:
     _ready(acks, 2, 3, 4)  # 1 waits for a slow confirm
     assert acks.due
     last, count, singles = acks.take()
-    assert last is None and count == 0 and sorted(_tag(m) for m in singles) == [2, 3, 4]
+    assert last is None and count == 0 and sorted(singles) == [2, 3, 4]
     _ready(acks, 1)
     last, count, singles = acks.take()
-    assert (_tag(last), count, singles) == (1, 1, []), "2-4 were acked alone; only 1 is left"
+    assert (last, count, singles) == (1, 1, []), "2-4 were acked alone; only 1 is left"
 
 
 def test_a_tag_is_settled_once() -> None:
@@ -77,7 +67,7 @@ def test_a_tag_is_settled_once() -> None:
     _ready(acks, 1)
     acks.settled(1)  # a later nack of an already confirmed delivery must not re-open it
     last, count, _ = acks.take()
-    assert (_tag(last), count) == (1, 1)
+    assert (last, count) == (1, 1)
     acks.settled(None)  # a delivery without a tag is ignored
 
 
@@ -95,12 +85,11 @@ def test_broker_view_no_ack_covers_an_unconfirmed_or_settled_tag(data: st.DataOb
 
     def flush() -> None:
         last, _, singles = acks.take()
-        for message in singles:
-            tag = message.delivery_tag
+        for tag in singles:
             assert tag in unacked and tag in confirmed
             unacked.discard(tag)
         if last is not None:
-            tag = last.delivery_tag
+            tag = last
             assert tag in unacked, f"multiple ack names tag {tag}, which is not unacked"
             covered = {t for t in unacked if t <= tag}
             assert covered <= confirmed, f"ack {tag} covers unconfirmed {sorted(covered - confirmed)}"
