@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import aio_pika
 import aiormq
@@ -48,10 +49,11 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
     try:
         # the channel's aiormq channel, as aio-pika's Exchange.publish does, without building
         # an aio-pika Message: the properties are already the wire's
-        underlay = await channel.get_underlay_channel()
+        # wait=False: no future per publish for the socket write; the confirm comes after it anyway
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
         await underlay.basic_publish(message.body, exchange=exchange, routing_key=routing_key,
                                      properties=message.properties, mandatory=True,
-                                     timeout=confirm_timeout)
+                                     timeout=confirm_timeout, wait=False)
         _count(app, exchange, routing_key, "confirmed")
     except aiormq.exceptions.PublishError:
         _count(app, exchange, routing_key, "returned")

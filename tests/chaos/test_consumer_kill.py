@@ -24,7 +24,7 @@ from tests.chaos.harness import (
 )
 from tests.support.private_node import NodeFactory
 
-COUNT = 10_000
+COUNT = 30_000  # about 18,000 basic ones: the consumer takes ~3,000/s, the window check needs seconds
 PREFETCH = 500
 BASIC = topology.work_queue("basic")
 
@@ -45,7 +45,7 @@ async def test_consumer_killed_with_500_unacked_redelivers_them(
                         tmp_path / "consumer-a.log")
         started.append(first)
         first.wait_line("consuming")
-        wait_until(lambda: first.text().count(" completed ") >= 1000, 60, "1,000 results from consumer-a")
+        wait_until(lambda: first.text().count(" completed ") >= 200, 60, "200 results from consumer-a")
         in_flight = 0
 
         def window_full() -> bool:
