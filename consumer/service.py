@@ -167,13 +167,28 @@ class ConsumerService:
         assert isinstance(channel, AbstractRobustChannel), "connect(robust=True) for the consumer"
         self._consume_channel = channel
         await channel.set_qos(prefetch_count=self.settings.prefetch)
+        await self._check_queues()  # ChannelNotFoundEntity (a configuration error) if one is missing
         for name in self._queues:
-            # Passive: the queue must exist (ChannelNotFoundEntity, a configuration error,
-            # otherwise) and no configure permission is needed.
-            await channel.declare_queue(name, passive=True)
             await self._redeliveries_one_by_one(name)
         channel.reopen_callbacks.add(self._on_reopen)
         await self._subscribe()
+
+    async def _check_queues(self) -> None:
+        """Passively declare the work queues on a throwaway channel.
+
+        Not on the consume channel: a missing queue closes the channel it is asked on, and not
+        as aio-pika queues: the robust channel would declare them again on every reopen and,
+        with one missing, stay closed. Passive needs no configure permission.
+        """
+        assert self._consume_channel is not None
+        underlay = await self._consume_channel.get_underlay_channel()
+        probe = await underlay.connection.channel(publisher_confirms=False)
+        try:
+            for name in self._queues:
+                await probe.queue_declare(name, passive=True)
+        finally:
+            if not probe.is_closed:
+                await probe.close()
 
     async def _subscribe(self) -> None:
         assert self._consume_channel is not None
@@ -206,6 +221,7 @@ class ConsumerService:
         delay = 0.5
         while not self._stopping:
             try:
+                await self._check_queues()  # a consume of a missing queue would close the channel
                 for channel, tag in self._subscriptions:
                     if not channel.is_closed:  # the old subscription, if the broker kept it
                         with contextlib.suppress(Exception):

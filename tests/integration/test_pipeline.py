@@ -266,3 +266,30 @@ async def test_unroutable_publish_raises_at_the_producer(vhost_url: str) -> None
         # other keys still route
         assert await p.send(Spec(Operation.DIVIDE, (1.0, 2.0)))
     assert await queue_depth(vhost_url, "calc.work.basic") == 1
+
+
+async def test_consumer_consumes_again_after_its_queue_is_deleted_and_declared_again(
+        vhost_url: str) -> None:
+    """The broker cancels the subscription of a deleted queue; the consumer keeps trying and
+    consumes again once the queue is back (a redeploy of the definitions, say), losing nothing
+    published after that."""
+    settings = settings_for(vhost_url)
+    async with running_consumer(settings) as service, producer(settings) as p:
+        before = await p.send(Spec(Operation.ADD, (1.0, 2.0)))
+        first = await collect(vhost_url, topology.AUDIT_QUEUE, 1)
+        connection = await aio_pika.connect(vhost_url)
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete("calc.work.basic")
+            await asyncio.sleep(2.5)  # several of the consumer's attempts find no queue
+            await topology.declare(channel, settings)
+        finally:
+            await connection.close()
+        after = [await p.send(Spec(Operation.MULTIPLY, (float(i), 2.0))) for i in range(20)]
+        second = await collect(vhost_url, topology.AUDIT_QUEUE, len(after), timeout=60)
+        settled = service.settled
+    assert [e.request_event_id for e in first.completed()] == [before]
+    assert sorted(e.request_event_id for e in second.completed()) == sorted(after)
+    assert sorted(e.result for e in second.completed()) == [2.0 * i for i in range(20)]
+    assert settled == 21
+    assert await queue_depth(vhost_url, "calc.work.basic") == 0
