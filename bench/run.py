@@ -215,8 +215,18 @@ async def memory(run: Run) -> None:
                           ",".join(map(str, marks))], "memory-ours")
     feeder = run.spawn(["-m", "bench.publishers", "aiormq", "--count", str(count), "--in-flight", "200"],
                        "memory-feeder")
-    run.finish(feeder, "memory-feeder", timeout=count / 300 + 120)
-    result = run.finish(consumer, "memory-ours", timeout=count / 300 + 120)
+    deadline = time.monotonic() + count / 300 + 120
+    shown = 0
+    while consumer.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(5)
+        marks_passed = [line.split() for line in (run.log_dir / "memory-ours.out").read_text().splitlines()
+                        if line.startswith("progress ")]
+        if len(marks_passed) > shown:
+            shown = len(marks_passed)
+            _, settled, rss = marks_passed[-1]
+            log(f"  memory: {int(settled):,} of {count:,} settled, RSS {int(rss) / 1024:.1f} MiB")
+    run.finish(feeder, "memory-feeder", timeout=max(1.0, deadline - time.monotonic()))
+    result = run.finish(consumer, "memory-ours", timeout=max(1.0, deadline - time.monotonic()))
     counts = await workload.verify_counts(run.url, count)
     curve = {int(k): v for k, v in result["rss_at"].items()}
     first, last = curve[marks[0]], curve[marks[-1]]
@@ -233,9 +243,7 @@ async def dlq(run: Run) -> None:
     count = run.plan.dlq_messages
     command = shutil.which("dlq-inspector", path=str(Path(sys.executable).parent))
     if command is None:
-        run.results["dlq_report"] = {"skipped": "HOOK: dlq-inspector is not installed yet"}
-        log("  dlq-inspector: not installed; hook left")
-        return
+        raise BenchFailure("dlq-inspector is not installed next to this python: run `make install`")
     await workload.reset(run.url)
     await workload.preload(run.url, count, 1.0, seed=7)  # every one divides by zero
     run.finish(run.spawn(["-m", "bench.variants", "ours", "--count", str(count)], "dlq-fill"), "dlq-fill",
@@ -251,10 +259,10 @@ async def dlq(run: Run) -> None:
                               text=True, timeout=900)
         seconds = time.perf_counter() - started
         if done.returncode != 0:
-            run.results["dlq_report"] = {"skipped": f"HOOK: dlq-inspector report failed "
-                                                    f"(exit {done.returncode}): {done.stderr[-300:]}"}
-            log(f"  dlq-inspector report failed: exit {done.returncode}")
-            return
+            raise BenchFailure(f"dlq-inspector report: exit {done.returncode}: {done.stderr[-300:]}")
+        reported = json.loads(done.stdout).get("total")
+        if reported != count:
+            raise BenchFailure(f"dlq-inspector report counted {reported} dead letters, expected {count}")
         runs.append({"seconds": seconds, "output_bytes": len(done.stdout)})
         log(f"  dlq-inspector report on {count:,}: {seconds:.2f}s")
     left = await workload.depth(run.url, topology.DLQ)

@@ -35,7 +35,10 @@ async def run(url: str, count: int, prefetch: int | None) -> Meter:
         while service.settled < count:
             await asyncio.sleep(0.002)
             while RSS_MARKS and service.settled >= RSS_MARKS[0]:
-                RSS_SAMPLES[str(RSS_MARKS.pop(0))] = _rss_kib()
+                mark = RSS_MARKS.pop(0)
+                RSS_SAMPLES[str(mark)] = _rss_kib()
+                # for the runner's progress line; only lines starting with "{" are results
+                print(f"progress {mark} {RSS_SAMPLES[str(mark)]}", flush=True)
         meter.add(service.settled)
         await service.stop()
     finally:

@@ -1,11 +1,11 @@
-"""Batched acks: a multiple=True ack never covers a delivery whose outcome is unconfirmed (no broker)."""
+"""Batched acks never cover an unconfirmed delivery; the dedupe memory is bounded (no broker)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.service import _Acks
+from consumer.service import _Acks, _Completed
 
 
 def _acks(batch: int = 3) -> _Acks:
@@ -106,3 +106,14 @@ def test_broker_view_no_ack_covers_an_unconfirmed_or_settled_tag(data: st.DataOb
             flush()
     flush()
     assert not unacked, f"left unacked: {sorted(unacked)}"
+
+
+def test_completed_ids_remember_the_newest_half_capacity_at_least_and_capacity_at_most() -> None:
+    completed = _Completed(capacity=10)
+    for i in range(23):
+        completed.add(f"id-{i}")
+        remembered = [j for j in range(i + 1) if f"id-{j}" in completed]
+        newest = list(range(max(0, i - 4), i + 1))
+        assert remembered[-len(newest):] == newest, f"after id-{i}: lost one of the newest 5"
+        assert len(remembered) <= 10
+    assert "id-0" not in completed and "id-22" in completed
