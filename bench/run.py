@@ -49,7 +49,7 @@ class Plan:
     variants: tuple[str, ...] = tuple(VARIANTS)
 
 
-FULL = Plan(repeat=3, messages=30_000, slow_messages=6_000, failure_share=0.01, publish_count=30_000,
+FULL = Plan(repeat=3, messages=20_000, slow_messages=6_000, failure_share=0.01, publish_count=30_000,
             in_flight=(100, 500, 1000), latency_rates=(500, 1000, 2000), latency_seconds=10,
             latency_variants=("ours", "aiormq", "aiopika_callback", "faststream"),
             rss_messages=1_000_000, dlq_messages=100_000)

@@ -21,12 +21,21 @@ async def run(url: str, count: int, prefetch: int | None) -> work.Meter:
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.basic_qos(prefetch_count=prefetch or 1000)
-        sent: list[asyncio.Future[None]] = []
+        last_ack: asyncio.Future[None] | None = None
 
         def send_ack(tag: int) -> None:
-            sent.append(asyncio.ensure_future(channel.basic_ack(tag, multiple=True, wait=False)))
-            if len(sent) > 64:
-                del sent[:32]
+            # Each multiple ack waits for the one before: two puts racing for a slot of aiormq's
+            # bounded write queue can swap, and an ack overtaken by a higher one names a tag the
+            # broker no longer knows (PRECONDITION_FAILED, seen under py-spy).
+            nonlocal last_ack
+            previous = last_ack
+
+            async def send() -> None:
+                if previous is not None:
+                    await previous
+                await channel.basic_ack(tag, multiple=True, wait=False)
+
+            last_ack = asyncio.ensure_future(send())
 
         acker = work.RangeAcker(send_ack, meter, ACK_EVERY)
         in_flight = 0
@@ -54,7 +63,8 @@ async def run(url: str, count: int, prefetch: int | None) -> work.Meter:
         meter.start()
         await channel.basic_consume(work.WORK_QUEUE, on_message)
         await done.wait()
-        await asyncio.gather(*sent)  # the last acks are written before the connection closes
+        if last_ack is not None:
+            await last_ack  # the last acks are written before the connection closes
         await channel.close()  # a round trip: every ack before it has reached the broker
     finally:
         await connection.close()
