@@ -22,6 +22,7 @@ from gen import calc_pb2
 from messaging import codec, topology
 from messaging.errors import CalcEventsError, TransientFault
 from messaging.logs import kv
+from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish
 from messaging.settings import Settings
 
@@ -39,17 +40,6 @@ DURATION = Histogram("calc_consumer_processing_seconds", "Time from delivery to 
 AGE = Histogram("calc_consumer_request_age_seconds",
                 "Age of a request (its occurred_at) when its result was confirmed",
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
-
-
-_processed_children: dict[tuple[str, str], Any] = {}
-
-
-def _processed(operation: str, outcome: str) -> None:
-    # labels() takes a lock and builds a key on every call: once per (operation, outcome)
-    child = _processed_children.get((operation, outcome))
-    if child is None:
-        child = _processed_children[(operation, outcome)] = PROCESSED.labels(operation, outcome)
-    child.inc()
 
 
 class _Completed:
@@ -331,7 +321,7 @@ class ConsumerService:
         if outcome.ok and outcome.event_id in self._completed:
             log.info("duplicate", extra=kv(event_id=outcome.event_id, correlation_id=outcome.correlation_id,
                                            operation=outcome.operation_label))
-            _processed(outcome.operation_label, "duplicate")
+            labelled(PROCESSED, outcome.operation_label, "duplicate").inc()
             await self._settle(message, "ack")
             return
         try:
@@ -360,7 +350,7 @@ class ConsumerService:
                       topology.completed_key(outcome.word), self.settings.publish_timeout)
         self._completed.add(request.event_id)
         operation = outcome.operation_label
-        _processed(operation, "completed")
+        labelled(PROCESSED, operation, "completed").inc()
         AGE.observe(max(0.0, time.time() - request.occurred_at.seconds - request.occurred_at.nanos / 1e9))
         if log.isEnabledFor(logging.INFO):
             log.info("completed", extra=kv(
@@ -374,8 +364,8 @@ class ConsumerService:
         await publish(self._channel, topology.RESULTS_EXCHANGE, msg,
                       topology.failed_key(outcome.word), self.settings.publish_timeout)
         name = codec.reason_name(reason)
-        _processed(outcome.operation_label or "undecodable", "failed")
-        FAILURES.labels(name).inc()
+        labelled(PROCESSED, outcome.operation_label or "undecodable", "failed").inc()
+        labelled(FAILURES, name).inc()
         log.warning("failed", extra=kv(
             event_id=outcome.event_id, correlation_id=outcome.correlation_id,
             operation=outcome.operation_label, operands=outcome.operands, reason=name,

@@ -15,6 +15,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from messaging.codec import Outgoing
 from messaging.errors import ConfigurationError, PublishFailed, UnroutableError
 from messaging.logs import kv
+from messaging.metrics import labelled
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +26,8 @@ PUBLISH_OUTCOMES = Counter(
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
 
-_counters: dict[tuple[str, str, str, str], Counter] = {}
-
-
 def _count(app: str, exchange: str, routing_key: str, outcome: str) -> None:
-    # labels() takes a lock and builds a key on every call; publishing is the hot path
-    key = (app, exchange, routing_key.rpartition(".")[2], outcome)
-    child = _counters.get(key)
-    if child is None:
-        child = _counters[key] = PUBLISH_OUTCOMES.labels(*key)
-    child.inc()
+    labelled(PUBLISH_OUTCOMES, app, exchange, routing_key.rpartition(".")[2], outcome).inc()
 
 
 async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, routing_key: str,

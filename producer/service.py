@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from prometheus_client import Counter
@@ -18,6 +17,7 @@ from prometheus_client import Counter
 from messaging import codec, topology
 from messaging.errors import PublishFailed
 from messaging.logs import kv
+from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish, publish_until_confirmed
 from messaging.settings import Settings
 from producer.generator import Spec, random_spec
@@ -56,7 +56,6 @@ class Producer:
         self.settings = settings
         self.connection = connection
         self._channel: AbstractChannel | None = None
-        self._labelled: dict[str, tuple[Any, Any]] = {}
         self.retries = 0
         """Publishes retried after a nack, timeout or lost channel, since start."""
 
@@ -72,23 +71,15 @@ class Producer:
         word = spec.operation.word
         message = codec.request_message(request, correlation_id)
         key = topology.requested_key(word)
-        published, confirmed = self._counters(word)
-        published.inc()
+        labelled(PUBLISHED, word).inc()
         attempts = await self._publish(self._channel, message, key, word)
-        confirmed.inc()
+        labelled(CONFIRMED, word).inc()
         level = logging.DEBUG if quiet else logging.INFO
         if log.isEnabledFor(level):
             log.log(level, "published", extra=kv(
                 event_id=request.event_id, correlation_id=message.correlation_id, routing_key=key,
                 operands=list(request.operands), attempts=attempts))
         return request.event_id
-
-    def _counters(self, word: str) -> tuple[Any, Any]:
-        # labels() takes a lock and builds a key on every call; bulk publishes thousands a second
-        pair = self._labelled.get(word)
-        if pair is None:
-            pair = self._labelled[word] = (PUBLISHED.labels(word), CONFIRMED.labels(word))
-        return pair
 
     async def _publish(self, channel: AbstractChannel, message: codec.Outgoing, key: str, word: str) -> int:
         """Publish until confirmed; returns the attempts it took.
@@ -110,7 +101,7 @@ class Producer:
                                                  on_retry=lambda: self._retried(word))
 
     def _retried(self, word: str) -> None:
-        RETRIED.labels(word).inc()
+        labelled(RETRIED, word).inc()
         self.retries += 1
 
     async def run(self, stop: asyncio.Event, rng: random.Random) -> int:
