@@ -189,18 +189,6 @@ class Outgoing:
     def correlation_id(self) -> str | None:
         return self.properties.correlation_id
 
-    @property
-    def app_id(self) -> str | None:
-        return self.properties.app_id
-
-    @property
-    def type(self) -> str | None:
-        return self.properties.message_type
-
-    @property
-    def headers(self) -> Mapping[str, Any]:
-        return self.properties.headers or {}
-
 
 def _expiration(seconds: float | None) -> str | None:
     """AMQP's per-message TTL: milliseconds as a decimal string."""
@@ -208,7 +196,7 @@ def _expiration(seconds: float | None) -> str | None:
 
 
 def _message(body: bytes, type_name: str, event_id: str, correlation_id: str, occurred_seconds: int,
-             app_id: str, attempt: int, expiration: float | None = None) -> Outgoing:
+             app_id: str, attempt: int) -> Outgoing:
     # The AMQP timestamp has whole seconds; built straight as the wire's properties (no
     # intermediate message object: this runs once per result on the consumer's hot path).
     return Outgoing(body, Basic.Properties(
@@ -220,7 +208,6 @@ def _message(body: bytes, type_name: str, event_id: str, correlation_id: str, oc
         delivery_mode=PERSISTENT,
         app_id=app_id,
         headers={ATTEMPT_HEADER: attempt},
-        expiration=_expiration(expiration),
     ))
 
 
