@@ -31,6 +31,9 @@ from tests.support.readiness import wait_for
 logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 WORK_QUEUES = (topology.work_queue("basic"), topology.work_queue("heavy"))
+SETTLE_AFTER_DECLARE = 2.0
+"""Seconds to wait after declaring before killing a node: RabbitMQ 3.10 loses a quorum queue
+declared (or a member changed) ~0.5 s before a node dies."""
 
 # Every service of one vhost must declare the same bounds. The audit queue must hold every
 # result of the biggest run, or results are dropped at its head and look lost.

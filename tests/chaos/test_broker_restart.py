@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
+    SETTLE_AFTER_DECLARE,
     WORK_QUEUES,
     FlowProbe,
     Ledger,
@@ -29,8 +30,6 @@ from tests.support.private_node import NodeFactory
 COUNT = 20_000
 KILL_AFTER = 6_000
 """Confirmed requests before the broker is killed: well into the stream, with a backlog queued."""
-SETTLE_AFTER_DECLARE = 2.0
-"""RabbitMQ 3.10 loses a quorum queue killed within ~0.5 s of its declaration (fixture author's finding)."""
 
 
 async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(

@@ -11,6 +11,7 @@ import aio_pika
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
     CHAOS_ENV,
+    SETTLE_AFTER_DECLARE,
     WORK_QUEUES,
     FlowProbe,
     Ledger,
@@ -32,8 +33,6 @@ from tests.support.private_node import ClusterFactory, PrivateNode
 
 COUNT = 20_000
 KILL_AFTER = 6_000
-SETTLE_AFTER_DECLARE = 2.0
-"""RabbitMQ 3.10 loses a quorum queue member changed or declared ~0.5 s before a node dies."""
 
 
 def queues_cli(node: PrivateNode) -> LocalCtlAdmin:
