@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from typing import cast
 
@@ -13,6 +14,7 @@ from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from messaging.codec import Outgoing
+from messaging.deadlines import Deadlines
 from messaging.errors import ConfigurationError, PublishFailed, UnroutableError
 from messaging.logs import kv
 from messaging.metrics import labelled
@@ -25,6 +27,11 @@ PUBLISH_OUTCOMES = Counter(
     ["app", "exchange", "operation", "outcome"])  # outcome: confirmed|nacked|returned|refused|timeout|lost
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+
+_deadlines: dict[float, Deadlines] = {}
+_underlays: weakref.WeakKeyDictionary[AbstractChannel, aiormq.abc.AbstractChannel] = (
+    weakref.WeakKeyDictionary())
+
 
 def _count(app: str, exchange: str, routing_key: str, outcome: str) -> None:
     labelled(PUBLISH_OUTCOMES, app, exchange, routing_key.rpartition(".")[2], outcome).inc()
@@ -39,14 +46,20 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
     channel was lost: in each of those cases the broker may not have the message.
     """
     app = message.properties.app_id or ""
+    deadlines = _deadlines.get(confirm_timeout) or _deadlines.setdefault(confirm_timeout,
+                                                                         Deadlines(confirm_timeout))
     try:
-        # the channel's aiormq channel, as aio-pika's Exchange.publish does, without building
-        # an aio-pika Message: the properties are already the wire's
-        # wait=False: no future per publish for the socket write; the confirm comes after it anyway
-        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-        await underlay.basic_publish(message.body, exchange=exchange, routing_key=routing_key,
-                                     properties=message.properties, mandatory=True,
-                                     timeout=confirm_timeout, wait=False)
+        with deadlines.limit():  # asyncio.timeout() without a timer per publish
+            # the channel's aiormq channel, as aio-pika's Exchange.publish does, without
+            # building an aio-pika Message: the properties are already the wire's. Asked of
+            # aio-pika again only once it is closed (a robust channel waits for its reconnect).
+            underlay = _underlays.get(channel)
+            if underlay is None or underlay.is_closed:
+                underlay = _underlays[channel] = await channel.get_underlay_channel()
+            # wait=False: no future per publish for the socket write; the confirm comes after it
+            await cast(aiormq.Channel, underlay).basic_publish(
+                message.body, exchange=exchange, routing_key=routing_key,
+                properties=message.properties, mandatory=True, wait=False)
         _count(app, exchange, routing_key, "confirmed")
     except aiormq.exceptions.PublishError:
         _count(app, exchange, routing_key, "returned")

@@ -1,0 +1,79 @@
+"""Timeouts for many concurrent awaits on one timer: the publishers' confirm timeout.
+
+`asyncio.timeout()` schedules a timer per use and cancels it after: a push into the event
+loop's heap and, once the cancelled timers outnumber the live ones, a rebuild of it, with
+Python-level comparisons every time. A service with thousands of publishes in flight and a
+10 s confirm timeout keeps tens of thousands of cancelled timers in that heap. Here every
+`limit()` appends to a FIFO instead (with one timeout per `Deadlines`, deadlines only grow)
+and one timer, at the oldest deadline or a tick from now, cancels the tasks past theirs as
+`asyncio.timeout()` does and forgets the finished limits at the head. Memory: the limits of
+about one tick, plus those behind the oldest unfinished one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+
+
+class _Limit:
+    """One `with deadlines.limit():` block: TimeoutError if it is still running at its deadline."""
+
+    __slots__ = ("deadline", "done", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.done = False
+        self.expired = False
+
+    def __enter__(self) -> _Limit:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.done = True
+        # our cancel, and no other pending on the task: as asyncio.timeout() decides it
+        if self.expired and kind is asyncio.CancelledError and self.task.uncancel() == 0:
+            raise TimeoutError from exc
+
+
+class Deadlines:
+    """`with deadlines.limit(): await ...` for blocks that all get the same `timeout`."""
+
+    def __init__(self, timeout: float, tick: float = 0.1) -> None:
+        self.timeout = timeout
+        self.tick = tick
+        self._limits: deque[_Limit] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def limit(self) -> _Limit:
+        """A limit for the current task; use it as a (synchronous) `with` around the awaits."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None, "inside a task"
+        if loop is not self._loop:  # a new event loop (tests run one each): start over
+            self._loop, self._timer, self._limits = loop, None, deque()
+        limit = _Limit(task, loop.time() + self.timeout)
+        self._limits.append(limit)
+        if self._timer is None:
+            self._timer = loop.call_at(min(limit.deadline, loop.time() + self.tick), self._expire, loop)
+        return limit
+
+    def __len__(self) -> int:
+        """Limits not yet expired or forgotten (finished ones go when they reach the head)."""
+        return len(self._limits)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        limits = self._limits
+        while limits and (limits[0].done or limits[0].deadline <= now):
+            limit = limits.popleft()
+            if not limit.done and not limit.task.done():
+                limit.expired = True
+                limit.task.cancel()
+        # again at the head's deadline, or a tick from now to forget the finished ones behind it
+        self._timer = (loop.call_at(min(limits[0].deadline, now + self.tick), self._expire, loop)
+                       if limits else None)
