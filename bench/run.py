@@ -63,7 +63,7 @@ class Run:
     url: str
     plan: Plan
     log_dir: Path
-    profile: str | None = None  # py-spy output format for the consumer processes, or None
+    profile: str | None = None  # py-spy output format, or "pyinstrument", for the consumers; or None
     results: dict[str, Any] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -75,7 +75,11 @@ class Run:
     def spawn(self, args: list[str], tag: str) -> subprocess.Popen[str]:
         log = open(self.log_dir / f"{tag}.log", "w")
         command = [sys.executable, *args]
-        if self.profile and tag.startswith("consumer-"):
+        if self.profile == "pyinstrument" and tag.startswith("consumer-"):
+            # a call tree with the libraries' frames (aiormq, pamqp, asyncio), 1 ms samples
+            command = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--show-all",
+                       "--no-color", "--outfile", str(self.log_dir / f"{tag}.pyinstrument.txt"), *args]
+        elif self.profile and tag.startswith("consumer-"):
             spy = str(Path(sys.executable).parent / "py-spy")
             suffix = {"speedscope": "json", "flamegraph": "svg", "raw": "txt"}[self.profile]
             command = [spy, "record", "--rate", "250", "--format", self.profile, "--output",
@@ -340,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("RABBITMQ_URL", DEFAULT_URL),
                         help="broker (a private vhost is made on it); default RABBITMQ_URL")
     parser.add_argument("--log-dir", help="keep each process's log here (default: a temp dir)")
-    parser.add_argument("--profile", choices=["raw", "flamegraph", "speedscope"],
-                        help="record each consumer run with py-spy into --log-dir")
+    parser.add_argument("--profile", choices=["raw", "flamegraph", "speedscope", "pyinstrument"],
+                        help="record each consumer run into --log-dir: py-spy in this format, "
+                             "or a pyinstrument call tree")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     changes: dict[str, Any] = {}
