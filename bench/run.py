@@ -23,7 +23,7 @@ import aiormq
 
 from bench import latency, workload
 from bench.broker import DEFAULT_URL, private_vhost
-from bench.report import render
+from bench.report import OURS_IN_FLIGHT, render
 from bench.variants import PREFETCH, VARIANTS
 from bench.workload import BENCH_ENV, BenchFailure
 from messaging import topology
@@ -50,7 +50,8 @@ class Plan:
 
 
 FULL = Plan(repeat=3, messages=20_000, slow_messages=6_000, failure_share=0.01, publish_count=30_000,
-            in_flight=(100, 500, 1000), latency_rates=(500, 1000, 2000), latency_seconds=10,
+            in_flight=tuple(sorted({100, OURS_IN_FLIGHT, 500, 1000})), latency_rates=(500, 1000, 2000),
+            latency_seconds=10,
             latency_variants=("ours", "aiormq", "aiopika_callback", "faststream"),
             rss_messages=1_000_000, dlq_messages=100_000)
 SMOKE = Plan(repeat=1, messages=1_500, slow_messages=600, failure_share=0.02, publish_count=3_000,
