@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
@@ -29,6 +29,9 @@ from messaging.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRIES_EXHAUSTED = calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED
+
+Settle = Literal["ack", "reject", "requeue", "requeue-failed"]
+"""ack; reject to the DLQ; requeue, not the message's fault; requeue as a failed delivery."""
 
 PROCESSED = Counter("calc_consumer_messages_total", "Requests handled, by operation and outcome",
                     ["operation", "outcome"])
@@ -299,7 +302,7 @@ class ConsumerService:
             # keeps failing this way, so nothing loops forever.
             log.exception("unexpected error; message requeued", extra=kv(
                 message_id=incoming.message_id, correlation_id=incoming.correlation_id))
-            await self._settle(message, "nack")
+            await self._settle(message, "requeue-failed")
         finally:
             DURATION.observe(time.monotonic() - started)
             IN_FLIGHT.dec()
@@ -397,7 +400,7 @@ class ConsumerService:
             # Neither a retry nor a failure could be confirmed: hand the message back to the
             # broker; its delivery limit is the backstop.
             log.error("could not schedule retry; requeued", extra=kv(**ids, error=str(exc)))
-            await self._settle(message, "nack")
+            await self._settle(message, "requeue")
 
     def _acks_for(self, message: DeliveredMessage) -> _Acks | None:
         """The batch of the delivery's channel; None when that channel is closed (the broker has
@@ -411,7 +414,7 @@ class ConsumerService:
             acks = self._acks = _Acks(channel, self._ack_batch)
         return acks
 
-    async def _settle(self, message: DeliveredMessage, how: str) -> None:
+    async def _settle(self, message: DeliveredMessage, how: Settle) -> None:
         """Called once the outcome is confirmed; an ack waits for the next batch."""
         tag = message.delivery_tag
         if how == "ack":
@@ -423,7 +426,11 @@ class ConsumerService:
             assert tag is not None
             if how == "reject":
                 await message.channel.basic_reject(tag, requeue=False)
-            else:
+            elif how == "requeue-failed":
+                # basic.reject: from RabbitMQ 4.3 only a reject counts towards the quorum queue's
+                # delivery limit (a nack is "not processed", and would let a bug loop forever)
+                await message.channel.basic_reject(tag, requeue=True)
+            else:  # "requeue": not the message's fault (the broker did not confirm)
                 await message.channel.basic_nack(tag, requeue=True)
             self._settled += 1
         except Exception as exc:

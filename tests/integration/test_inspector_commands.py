@@ -240,7 +240,7 @@ async def exceed_delivery_limit(url: str, count: int) -> list[str]:
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            await message.nack(requeue=True)
+            await message.reject(requeue=True)  # a failed delivery: counted by every version
     finally:
         await connection.close()
     return ids

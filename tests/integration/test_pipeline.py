@@ -251,6 +251,34 @@ async def test_fault_that_never_clears_ends_retries_exhausted(vhost_url: str) ->
     assert reasons[0] == "rejected" and "expired" in reasons  # last death first, retries before
 
 
+async def test_a_bug_in_the_handler_requeues_until_the_delivery_limit_dead_letters_it(
+        vhost_url: str) -> None:
+    settings = settings_for(vhost_url)
+    deliveries: list[int] = []
+
+    def bug(outcome: Outcome, attempt: int) -> bool:
+        deliveries.append(attempt)
+        raise RuntimeError("a bug in the handler, not a verdict on the message")
+
+    async with running_consumer(settings) as service, producer(settings) as p:
+        service.inject_fault = bug
+        event_id = await p.send(Spec(Operation.ADD, (1.0, 2.0)))
+        dlq = await collect(vhost_url, topology.DLQ, 1, timeout=30)
+        tried = len(deliveries)
+        service.inject_fault = lambda outcome, attempt: False  # fixed: the consumer still works
+        healthy = await p.send(Spec(Operation.ADD, (2.0, 2.0)))
+        results = await collect(vhost_url, topology.AUDIT_QUEUE, 1, timeout=30)
+    [dead] = dlq.messages
+    assert codec.decode_request(dead.body).event_id == event_id
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    # requeued as a failed delivery each time (basic.reject, which every broker version counts)
+    # until it had been returned more than the delivery limit allows: no endless loop
+    assert tried == settings.delivery_limit + 1
+    assert [e.request_event_id for e in results.completed()] == [healthy]
+    assert not results.failed()
+    assert await queue_depth(vhost_url, topology.work_queue("basic")) == 0
+
+
 async def test_unroutable_publish_raises_at_the_producer(vhost_url: str) -> None:
     settings = settings_for(vhost_url)
     await declare(settings)
