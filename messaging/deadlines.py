@@ -20,13 +20,14 @@ from types import TracebackType
 class _Limit:
     """One `with deadlines.limit():` block: TimeoutError if it is still running at its deadline."""
 
-    __slots__ = ("deadline", "done", "expired", "task")
+    __slots__ = ("cancelling", "deadline", "done", "expired", "task")
 
     def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
         self.task = task
         self.deadline = deadline
         self.done = False
         self.expired = False
+        self.cancelling = task.cancelling()  # cancels already pending when the block began
 
     def __enter__(self) -> _Limit:
         return self
@@ -34,8 +35,9 @@ class _Limit:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.done = True
-        # our cancel, and no other pending on the task: as asyncio.timeout() decides it
-        if self.expired and kind is asyncio.CancelledError and self.task.uncancel() == 0:
+        # as asyncio.timeout() does: take our cancel back whatever ended the block, and make it
+        # a TimeoutError only if it was ours alone
+        if self.expired and self.task.uncancel() <= self.cancelling and kind is asyncio.CancelledError:
             raise TimeoutError from exc
 
 

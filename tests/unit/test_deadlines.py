@@ -80,3 +80,17 @@ async def test_limits_follow_the_running_event_loop() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(hang(), 2.0)  # 2 s would mean the limit never fired here
     assert loop.time() - started < 1.0
+
+
+async def test_a_cancel_from_outside_at_the_deadline_stays_a_cancel() -> None:
+    deadlines = Deadlines(100.0)
+    never: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_wait(deadlines, never))
+    await asyncio.sleep(0)  # the task is inside its block now
+    [limit] = deadlines._limits
+    limit.deadline = 0.0  # due: the next look at the deadlines expires it
+    deadlines._expire(asyncio.get_running_loop())
+    task.cancel()  # and, in the same moment, someone stops the task
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert limit.expired and task.cancelled()
