@@ -30,8 +30,13 @@ def shutdown_event() -> asyncio.Event:
 
 
 def serve_metrics(settings: Settings) -> None:
+    """Serve /metrics on CALC_METRICS_PORT (0: not at all); ConfigurationError if the port is taken."""
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot serve /metrics on port {settings.metrics_port} "
+                                     f"(CALC_METRICS_PORT): {exc.strerror or exc}") from None
         log.info("metrics on /metrics", extra={"calc_fields": {"port": settings.metrics_port}})
 
 

@@ -68,6 +68,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
                                            args.correlation_id)
             print(event_id)
         elif command == "bulk":
+            lifecycle.serve_metrics(settings)  # a long bulk can be watched like a service
             share = settings.failure_share if args.failure_share is None else args.failure_share
             report = await producer.bulk(_specs(random.Random(args.seed), share), args.count,
                                          args.rate, stop, progress=True)

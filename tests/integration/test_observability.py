@@ -14,6 +14,7 @@ from messaging import topology
 from tests.integration.pipeline import (
     BIN,
     collect,
+    queue_depth,
     service_env,
     start_process,
     stop_process,
@@ -46,8 +47,8 @@ async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Pa
     try:
         wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
         bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "300", "--seed", "3",
-                               "--failure-share", "0.2"], env=env, capture_output=True, text=True,
-                              timeout=120, check=False)
+                               "--failure-share", "0.2"], env={**env, "CALC_METRICS_PORT": "0"},
+                              capture_output=True, text=True, timeout=120, check=False)
         assert bulk.returncode == 0, bulk.stderr
         results = await collect(vhost_url, topology.AUDIT_QUEUE, 300, timeout=60)
         dlq = await collect(vhost_url, topology.DLQ, len(results.failed()), timeout=30)
@@ -67,6 +68,33 @@ async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Pa
     assert _total(samples, "calc_consumer_processing_seconds_count") == 300
     assert _total(samples, "calc_consumer_request_age_seconds_count") == completed
     assert _total(samples, "calc_consumer_in_flight") == 0
+
+
+async def test_a_running_bulk_serves_its_metrics(vhost_url: str, tmp_path: Path) -> None:
+    port = _free_port()
+    env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
+    count = 2_000
+    bulk = start_process(["calc-producer", "bulk", "--count", str(count), "--rate", "500", "--seed", "5",
+                          "--json"], env, tmp_path / "bulk.log")
+    try:
+        wait_for_line(tmp_path / "bulk.log", "metrics on /metrics")
+        during = _scrape(port)
+        while _total(during, "calc_producer_confirmed_total") == 0:  # the first confirms
+            during = _scrape(port)
+        assert bulk.wait(60) == 0, (tmp_path / "bulk.log").read_text()[-2000:]
+    finally:
+        if bulk.poll() is None:
+            bulk.kill()
+    summary = json.loads((tmp_path / "bulk.log").read_text().strip().splitlines()[-1])
+    assert summary["confirmed"] == count
+    # scraped mid-run (4 s at 500/s): some confirmed, not all; published never behind confirmed
+    confirmed = _total(during, "calc_producer_confirmed_total")
+    assert 0 < confirmed < count
+    assert _total(during, "calc_producer_published_total") >= confirmed
+    assert _total(during, "calc_publish_outcomes_total", outcome="confirmed",
+                  exchange="calc.requests") == confirmed
+    assert await queue_depth(vhost_url, topology.work_queue("basic")) + \
+        await queue_depth(vhost_url, topology.work_queue("heavy")) == count
 
 
 async def test_json_logs_trace_one_request_across_services(vhost_url: str, tmp_path: Path) -> None:
