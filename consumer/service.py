@@ -109,15 +109,23 @@ class _Acks:
                 self._count += 1
 
     @property
+    def frontier(self) -> int:
+        return self._frontier
+
+    @property
     def due(self) -> bool:
         return self._count >= self.batch or self._stuck >= self.batch
 
-    def take(self) -> tuple[int | None, int, list[int]]:
-        """What to send now: a multiple ack (tag, count covered) and single acks past a gap."""
+    def take(self, everything: bool = False) -> tuple[int | None, int, list[int]]:
+        """What to send now: a multiple ack (tag, count covered) and single acks past a gap.
+
+        `everything`: the single acks past a gap too, however few (the last flush before the
+        channel closes: whatever is not acked then goes back to the queue and is done again).
+        """
         last, count = self._last, self._count
         self._last, self._count = None, 0
         singles: list[int] = []
-        if self._stuck >= self.batch:
+        if everything or self._stuck >= self.batch:
             for tag, to_ack in self._waiting.items():
                 if to_ack:
                     singles.append(tag)
@@ -266,15 +274,24 @@ class ConsumerService:
                 log.warning("cancel failed", extra=kv(error=repr(exc)))
         self._subscriptions.clear()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._drained(), timeout)
         except TimeoutError:
             log.warning("in-flight messages left unacked at shutdown; the broker redelivers them",
                         extra=kv(in_flight=self._in_flight))
-        await self._flush_acks()
+        await self._flush_acks(everything=True)
         for opened in (self._consume_channel, self._publish_channel):
             if opened is not None and not opened.is_closed:
                 await opened.close()
         log.info("stopped", extra=kv(instance=self.settings.instance_id))
+
+    async def _drained(self) -> None:
+        """Until no delivery is in flight, including any handed over in the loop pass that
+        finished the last one (its task has not started, so it is not counted yet)."""
+        while True:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+            if self._in_flight == 0:
+                return
 
     def _random_fault(self, outcome: Outcome, attempt: int) -> bool:
         rate = self.settings.fault_rate
@@ -444,14 +461,17 @@ class ConsumerService:
         if acks is not None:
             acks.settled(tag)
 
-    async def _flush_acks(self) -> None:
+    async def _flush_acks(self, everything: bool = False) -> None:
         # One flush at a time: a multiple ack overtaken by a later, higher one would name a tag
         # that is no longer unacked, which the broker punishes by closing the channel.
         async with self._ack_lock:
             acks = self._acks
             if acks is None:
                 return
-            last, count, singles = acks.take()
+            last, count, singles = acks.take(everything)
+            if everything and singles:
+                log.info("acking deliveries one by one past an unsettled one", extra=kv(
+                    count=len(singles), frontier=acks.frontier))
             channel = acks.channel
             assert isinstance(channel, aiormq.abc.AbstractChannel)
             try:

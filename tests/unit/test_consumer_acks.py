@@ -62,6 +62,17 @@ def test_a_stuck_delivery_does_not_stall_the_rest() -> None:
     assert (last, count, singles) == (1, 1, []), "2-4 were acked alone; only 1 is left"
 
 
+def test_the_last_flush_acks_everything_confirmed_past_a_gap() -> None:
+    acks = _acks(batch=100)
+    _ready(acks, 1, 3, 4, 6)  # 2 and 5 never settle here (the channel closes with them unacked)
+    assert acks.take() == (1, 1, [])  # an ordinary flush waits for 2: fewer stuck than a batch
+    _ready(acks, 7)
+    last, count, singles = acks.take(everything=True)
+    assert (last, count, sorted(singles)) == (None, 0, [3, 4, 6, 7])
+    assert acks.take(everything=True) == (None, 0, []), "each tag is acked once"
+    assert acks.frontier == 1
+
+
 def test_a_tag_is_settled_once() -> None:
     acks = _acks(batch=10)
     _ready(acks, 1)
