@@ -58,10 +58,11 @@ class Deadlines:
         assert task is not None, "inside a task"
         if loop is not self._loop:  # a new event loop (tests run one each): start over
             self._loop, self._timer, self._limits = loop, None, deque()
-        limit = _Limit(task, loop.time() + self.timeout)
+        now = loop.time()
+        limit = _Limit(task, now + self.timeout)
         self._limits.append(limit)
         if self._timer is None:
-            self._timer = loop.call_at(min(limit.deadline, loop.time() + self.tick), self._expire, loop)
+            self._timer = loop.call_at(min(limit.deadline, now + self.tick), self._expire, loop)
         return limit
 
     def __len__(self) -> int:
