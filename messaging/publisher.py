@@ -49,13 +49,14 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
     deadlines = _deadlines.get(confirm_timeout) or _deadlines.setdefault(confirm_timeout,
                                                                          Deadlines(confirm_timeout))
     try:
+        # the channel's aiormq channel, as aio-pika's Exchange.publish does, without building an
+        # aio-pika Message: the properties are already the wire's. Asked of aio-pika again only
+        # once it is closed; a robust channel then waits for its reconnect, which the confirm
+        # timeout does not count (it never did).
+        underlay = _underlays.get(channel)
+        if underlay is None or underlay.is_closed:
+            underlay = _underlays[channel] = await channel.get_underlay_channel()
         with deadlines.limit():  # asyncio.timeout() without a timer per publish
-            # the channel's aiormq channel, as aio-pika's Exchange.publish does, without
-            # building an aio-pika Message: the properties are already the wire's. Asked of
-            # aio-pika again only once it is closed (a robust channel waits for its reconnect).
-            underlay = _underlays.get(channel)
-            if underlay is None or underlay.is_closed:
-                underlay = _underlays[channel] = await channel.get_underlay_channel()
             # wait=False: no future per publish for the socket write; the confirm comes after it
             await cast(aiormq.Channel, underlay).basic_publish(
                 message.body, exchange=exchange, routing_key=routing_key,
