@@ -47,6 +47,18 @@ _FIRST_TIMEOUT = re.compile(r"WARNING producer\.service publish not confirmed, r
                             r"error=\"no confirm for 'calc\.requested\.\w+' within 1\.0s\"")
 
 
+def _wait_stable(count: Callable[[], int], quiet: float, timeout: float) -> None:
+    """Until `count()` has not changed for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"still changing after {timeout:.0f}s"
+        time.sleep(0.2)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 async def test_publishes_unconfirmed_during_a_memory_alarm_time_out_and_nothing_is_lost(
         private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
     node = private_node()
@@ -68,8 +80,11 @@ async def test_publishes_unconfirmed_during_a_memory_alarm_time_out_and_nothing_
             started.append(producer)
             # the deliveries of the window in flight: result publish timed out, retry publish
             # timed out, requeued; the producer's first attempts timed out and are retried
-            wait_until(lambda: len(_REQUEUED.findall(consumer.text())) >= WINDOW // 8, 60,
+            # as many as were in flight when the broker stopped reading: wait for the first, then
+            # for the count to stay put for longer than both timeouts of one delivery take
+            wait_until(lambda: _REQUEUED.search(consumer.text()) is not None, 60,
                        "the consumer to time out and requeue deliveries")
+            _wait_stable(lambda: len(_REQUEUED.findall(consumer.text())), 2 * TIMEOUT + 1.0, 60)
             wait_until(lambda: _FIRST_TIMEOUT.search(producer.text()) is not None
                        and _PRODUCER_RETRY.search(producer.text()) is not None, 30,
                        "the producer to time out and retry")
