@@ -46,7 +46,6 @@ async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(
         started.append(producer)
         with FlowProbe(node.url, producer.log) as probe:
             wait_until(lambda: bulk_confirmed(producer.log) >= KILL_AFTER, 120, f"{KILL_AFTER} confirms")
-            before = queue_stats(node)
             killed_at = time.monotonic()
             node.kill()
             time.sleep(2.0)  # the services notice and retry against a dead port
@@ -83,9 +82,11 @@ async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(
     ledger = await Ledger.collect(node.url, sent)
     # A request whose confirm died with the broker is published again under the same event_id,
     # and results confirmed but not acked before the crash are redelivered: each may add one
-    # outcome. Bounded by what was unconfirmed or unacked at the crash.
-    in_flight = 256 + sum(before[q].unacked for q in WORK_QUEUES if q in before)
-    ledger.assert_exactly_once(max_duplicates=in_flight)
+    # outcome. Bounded by the window that can be in flight at the crash: the producer's
+    # CALC_PUBLISH_IN_FLIGHT publishes and the consumer's prefetch on each work queue. (A
+    # snapshot of the unacked count taken just before the kill under-counted it: one run had
+    # 354 duplicates against 256 + a snapshot of 98.)
+    ledger.assert_exactly_once(max_duplicates=256 + len(WORK_QUEUES) * 500)
     recover = max(results_after or 0.0, confirms_after or 0.0)
     reliability(Row(
         "broker killed (SIGKILL) and restarted mid-bulk", COUNT, len(ledger.lost), ledger.duplicates,
