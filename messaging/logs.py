@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Mapping
@@ -25,12 +24,13 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
-_NEEDS_QUOTES = re.compile(r'[ ="]')
-
-
 def _text(value: Any) -> str:
-    text = str(value)
-    if text == "" or _NEEDS_QUOTES.search(text):
+    """A value as logfmt: bare, or JSON-quoted when empty or holding a space, `=` or `"`."""
+    kind = type(value)
+    if kind is float or kind is int:  # never needs quotes; most of the per-message line's fields
+        return str(value)
+    text = value if kind is str else str(value)
+    if not text or " " in text or "=" in text or '"' in text:
         return json.dumps(text)
     return text
 
@@ -51,9 +51,10 @@ class TextFormatter(logging.Formatter):
     """`2026-01-01T00:00:00.000Z INFO consumer.service completed event_id=... result=3.0`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_utc(record.created), record.levelname, record.name, record.getMessage()]
-        parts += [f"{key}={_text(value)}" for key, value in _fields(record).items()]
-        line = " ".join(parts)
+        line = f"{_utc(record.created)} {record.levelname} {record.name} {record.getMessage()}"
+        fields = _fields(record)
+        if fields:
+            line += " " + " ".join([f"{key}={_text(value)}" for key, value in fields.items()])
         if record.exc_info:
             line += " error=" + _text(self.formatException(record.exc_info).replace("\n", " | "))
         return line
