@@ -8,23 +8,32 @@ Python-level comparisons every time. A service with thousands of publishes in fl
 and one timer, at the oldest deadline or a tick from now, cancels the tasks past theirs as
 `asyncio.timeout()` does and forgets the finished limits at the head. Memory: the limits of
 about one tick, plus those behind the oldest unfinished one.
+
+A limit may be held: `limit(hold=...)` is asked at the deadline, and while it says so (the
+broker has blocked the connection: it reads nothing, so no confirm can come) the limit gets
+another full timeout, and one more after it stops saying so, so the wait that counts is the
+time the broker was reading.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 
 class _Limit:
     """One `with deadlines.limit():` block: TimeoutError if it is still running at its deadline."""
 
-    __slots__ = ("cancelling", "deadline", "done", "expired", "task")
+    __slots__ = ("cancelling", "deadline", "done", "expired", "held", "hold", "task")
 
-    def __init__(self, task: asyncio.Task[object], deadline: float) -> None:
+    def __init__(self, task: asyncio.Task[object], deadline: float,
+                 hold: Callable[[], bool] | None = None) -> None:
         self.task = task
         self.deadline = deadline
+        self.hold = hold
+        self.held = False  # hold() was true at the last deadline
         self.done = False
         self.expired = False
         self.cancelling = task.cancelling()  # cancels already pending when the block began
@@ -51,15 +60,19 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def limit(self) -> _Limit:
-        """A limit for the current task; use it as a (synchronous) `with` around the awaits."""
+    def limit(self, hold: Callable[[], bool] | None = None) -> _Limit:
+        """A limit for the current task; use it as a (synchronous) `with` around the awaits.
+
+        `hold`: asked at the deadline; while true, and once more after, the deadline moves a
+        timeout on instead of expiring.
+        """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None, "inside a task"
         if loop is not self._loop:  # a new event loop (tests run one each): start over
             self._loop, self._timer, self._limits = loop, None, deque()
         now = loop.time()
-        limit = _Limit(task, now + self.timeout)
+        limit = _Limit(task, now + self.timeout, hold)
         self._limits.append(limit)
         if self._timer is None:
             self._timer = loop.call_at(min(limit.deadline, now + self.tick), self._expire, loop)
@@ -75,6 +88,13 @@ class Deadlines:
         while limits and (limits[0].done or limits[0].deadline <= now):
             limit = limits.popleft()
             if not limit.done and not limit.task.done():
+                if limit.hold is not None:
+                    holding = limit.hold()
+                    if holding or limit.held:
+                        # the latest deadline there is: the FIFO stays in deadline order
+                        limit.held, limit.deadline = holding, now + self.timeout
+                        limits.append(limit)
+                        continue
                 limit.expired = True
                 limit.task.cancel()
         # again at the head's deadline, or a tick from now to forget the finished ones behind it

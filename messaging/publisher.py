@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import cast
 
 import aio_pika
@@ -33,6 +36,46 @@ _underlays: weakref.WeakKeyDictionary[AbstractChannel, aiormq.abc.AbstractChanne
     weakref.WeakKeyDictionary())
 
 
+# aiormq clears this Event when the broker sends connection.blocked (a memory or disk alarm) and
+# sets it on connection.unblocked; its public `ready()` waits on it but never returns for a
+# connection that closes while blocked. tests/unit/test_publisher_blocked.py fails if aiormq
+# renames it.
+_UNBLOCKED = "_Connection__connection_unblocked"
+_paused: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+
+
+def _is_blocked(connection: object) -> bool:
+    return blocked(connection) is not None
+
+
+def blocked(connection: object) -> asyncio.Event | None:
+    """The Event that `connection` waits on while the broker blocks it, or None when it is not blocked."""
+    event = getattr(connection, _UNBLOCKED, None)
+    return event if isinstance(event, asyncio.Event) and not event.is_set() else None
+
+
+async def _while_blocked(connection: aiormq.abc.AbstractConnection, unblocked: asyncio.Event) -> None:
+    """Wait until the broker unblocks `connection` (or it closes) before publishing on it.
+
+    A blocked broker reads nothing from the connection: a publish written now would only wait
+    in the socket. Waiting here is the backpressure the alarm asks for, and is not counted
+    against the confirm timeout (as a reconnect is not).
+    """
+    if connection not in _paused:
+        _paused[connection] = time.monotonic()
+        log.warning("publishing paused: the broker blocks this connection (memory or disk alarm)")
+    closing = connection.closing
+    waiting = asyncio.ensure_future(unblocked.wait())
+    try:
+        await asyncio.wait((waiting, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        closing.cancel()
+    started = _paused.pop(connection, None)
+    if started is not None:
+        log.warning("publishing resumed", extra=kv(paused_s=round(time.monotonic() - started, 1)))
+
+
 def _count(app: str, exchange: str, routing_key: str, outcome: str) -> None:
     labelled(PUBLISH_OUTCOMES, app, exchange, routing_key.rpartition(".")[2], outcome).inc()
 
@@ -43,7 +86,9 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
 
     Raises UnroutableError when the message was returned (routed to no queue) and PublishFailed
     when it was nacked (e.g. a full queue with overflow reject-publish), timed out, or the
-    channel was lost: in each of those cases the broker may not have the message.
+    channel was lost: in each of those cases the broker may not have the message. While the
+    broker blocks the connection (a memory or disk alarm) it waits: before writing, and for the
+    confirm of a publish written just before the broker's notice.
     """
     app = message.properties.app_id or ""
     deadlines = _deadlines.get(confirm_timeout) or _deadlines.setdefault(confirm_timeout,
@@ -56,7 +101,14 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
         underlay = _underlays.get(channel)
         if underlay is None or underlay.is_closed:
             underlay = _underlays[channel] = await channel.get_underlay_channel()
-        with deadlines.limit():  # asyncio.timeout() without a timer per publish
+        connection = underlay.connection
+        unblocked = blocked(connection)
+        if unblocked is not None:
+            await _while_blocked(connection, unblocked)
+        # asyncio.timeout() without a timer per publish, held while the broker blocks the
+        # connection: a publish written just before its notice is waiting in the socket, and
+        # timing it out would only send a copy after it
+        with deadlines.limit(hold=partial(_is_blocked, connection)):
             # wait=False: no future per publish for the socket write; the confirm comes after it
             await cast(aiormq.Channel, underlay).basic_publish(
                 message.body, exchange=exchange, routing_key=routing_key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -94,3 +95,86 @@ async def test_a_cancel_from_outside_at_the_deadline_stays_a_cancel() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert limit.expired and task.cancelled()
+
+
+async def test_a_held_block_waits_while_held_and_one_timeout_after() -> None:
+    """A connection the broker blocks: the confirm cannot come, so the deadline moves on."""
+    deadlines = Deadlines(0.1, tick=0.02)
+    loop = asyncio.get_running_loop()
+    blocked = True
+    never: asyncio.Future[str] = loop.create_future()
+    started = loop.time()
+
+    async def unblock_later() -> None:
+        nonlocal blocked
+        await asyncio.sleep(0.35)
+        blocked = False
+
+    unblocking = asyncio.ensure_future(unblock_later())
+    with pytest.raises(TimeoutError):
+        with deadlines.limit(hold=lambda: blocked):
+            await never
+    waited = loop.time() - started
+    # held at 0.1, 0.2, 0.3 (blocked), once more at 0.4 (unblocked at 0.35), expired at 0.5
+    assert 0.45 <= waited < 0.8, waited
+    await unblocking
+
+
+async def test_a_held_block_confirmed_after_the_unblock_does_not_time_out() -> None:
+    deadlines = Deadlines(0.1, tick=0.02)
+    loop = asyncio.get_running_loop()
+    blocked = True
+    confirm: asyncio.Future[str] = loop.create_future()
+
+    def unblock() -> None:
+        nonlocal blocked
+        blocked = False
+
+    loop.call_later(0.25, unblock)
+    # the frames waiting in the socket reach the broker, which confirms soon after: just
+    # past a deadline that would have expired without the hold
+    loop.call_later(0.29, confirm.set_result, "confirmed")
+    with deadlines.limit(hold=lambda: blocked):
+        assert await confirm == "confirmed"
+
+
+async def test_a_hold_that_never_holds_times_out_as_without_one() -> None:
+    deadlines = Deadlines(0.1, tick=0.02)
+    loop = asyncio.get_running_loop()
+    asked = 0
+
+    def hold() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        with deadlines.limit(hold=hold):
+            await loop.create_future()
+    assert 0.1 <= loop.time() - started < 0.3
+    assert asked == 1
+
+
+async def test_held_and_plain_blocks_share_the_timer_and_keep_their_own_deadlines() -> None:
+    deadlines = Deadlines(0.1, tick=0.02)
+    loop = asyncio.get_running_loop()
+    blocked = True
+
+    async def one(hold: bool) -> float:
+        started = loop.time()
+        with contextlib.suppress(TimeoutError):
+            with deadlines.limit(hold=(lambda: blocked) if hold else None):
+                await loop.create_future()
+        return loop.time() - started
+
+    async def unblock() -> None:
+        nonlocal blocked
+        await asyncio.sleep(0.3)
+        blocked = False
+
+    results = await asyncio.gather(one(True), one(False), one(True), one(False), unblock())
+    held, plain = [results[0], results[2]], [results[1], results[3]]
+    assert all(0.1 <= t < 0.3 for t in plain), plain
+    assert all(0.4 <= t < 0.9 for t in held), held
+    assert len(deadlines) == 0
