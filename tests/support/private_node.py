@@ -234,6 +234,18 @@ class PrivateNode:
         wait_for(lambda: not self.beam_pids(), 15, 0.1, f"{self.nodename} VM to die")
         self._close_output()
 
+    def freeze(self) -> None:
+        """SIGSTOP the node's Erlang VM: it keeps its sockets but reads, writes and confirms
+        nothing (a stop-the-world pause, a frozen VM), and sends no connection.blocked."""
+        for pid in self.beam_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze()`."""
+        for pid in self.beam_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def restart(self, timeout: float = 90.0) -> None:
         """Stop gracefully if running, then start again on the same ports and data."""
         self.stop()
