@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install gen check lint test test-unit test-integration test-chaos bench bench-smoke e2e up down clean
+.PHONY: help install gen check lint test test-unit test-integration test-chaos test-chaos-docker bench bench-smoke e2e up down clean
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-unit        unit tests only (no broker, seconds)"
 	@echo "make test-integration integration tests without the chaos tier"
 	@echo "make test-chaos       failure and security tests on private broker nodes"
+	@echo "make test-chaos-docker  the chaos tests that need no private node, on RabbitMQ 4.0 containers"
 	@echo "make e2e              build and run the docker compose stack and check it end to end"
 	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table + bench/results/latest.json"
 	@echo "make bench-smoke      a small benchmark run that checks every variant loses nothing"
@@ -46,6 +47,10 @@ test-integration:
 
 test-chaos:
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+test-chaos-docker:
+	CALC_CHAOS_BROKER=container CALC_RELIABILITY_REPORT=tests/chaos/reliability-docker.json \
+		$(BIN)/pytest tests/chaos -m "not private_only" $(PYTEST_ARGS)
 
 bench:
 	$(BIN)/python -m bench --json bench/results/latest.json

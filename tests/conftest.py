@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from tests.support.broker import (
     redact,
     temporary_vhost,
 )
+from tests.support.container_node import ContainerNodePool
 from tests.support.private_node import ClusterFactory, NodeFactory, PrivateNodePool
 
 INTEGRATION_DIR = Path(__file__).parent.resolve() / "integration"
@@ -103,9 +105,17 @@ def vhost_url(broker: Broker) -> Iterator[str]:
 
 @pytest.fixture
 def private_node() -> Iterator[NodeFactory]:
-    """Factory: `private_node(tls=None)` returns a started node; all are killed and deleted after."""
-    pool = PrivateNodePool()
-    yield pool.node
+    """Factory: `private_node(tls=None)` returns a started node; all are killed and deleted after.
+
+    With CALC_CHAOS_BROKER=container the nodes are RabbitMQ 4.0 containers instead (what the
+    tests that are not marked `private_only` use of a node, they have too).
+    """
+    pool: PrivateNodePool | ContainerNodePool
+    if os.environ.get("CALC_CHAOS_BROKER", "private") == "container":
+        pool = ContainerNodePool()
+    else:
+        pool = PrivateNodePool()
+    yield pool.node  # type: ignore[misc]
     pool.cleanup()
 
 

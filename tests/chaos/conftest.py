@@ -62,15 +62,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not rows:
         return
     path = Path(os.environ.get("CALC_RELIABILITY_REPORT", DEFAULT_REPORT))
+    containers = os.environ.get("CALC_CHAOS_BROKER") == "container"
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": COMMAND,
+        "command": "make test-chaos-docker" if containers else COMMAND,
+        "broker": (f"containers of {os.environ.get('CALC_TEST_RABBITMQ_IMAGE', 'rabbitmq:4.0-management')}"
+                   if containers else "private rabbitmq-server nodes"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
         "rows": [asdict(r) for r in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(rows))
-    terminalreporter.section("reliability")
+    terminalreporter.section(f"reliability ({document['broker']})")
     for line in markdown(rows).splitlines():
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"written to {path} and {path.with_suffix('.md')}")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
+import pytest
 
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
@@ -30,6 +31,8 @@ from tests.chaos.harness import (
 from tests.integration.pipeline import declare, settings_for
 from tests.support.admin import LocalCtlAdmin
 from tests.support.private_node import ClusterFactory, PrivateNode
+
+pytestmark = pytest.mark.private_only  # node config files, TLS or a cluster: not a container
 
 COUNT = 20_000
 KILL_AFTER = 6_000

@@ -18,6 +18,8 @@ from tests.chaos.harness import Ledger, Service, bulk_args, read_ids, services, 
 from tests.integration.pipeline import BIN, ROOT, service_env
 from tests.support.private_node import NodeFactory, PrivateNode
 
+pytestmark = pytest.mark.private_only  # node config files, TLS or a cluster: not a container
+
 DEPLOY = ROOT / "deploy" / "rabbitmq"
 VHOST = "calc"
 ACCESS_REFUSED = 403
