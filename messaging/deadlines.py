@@ -9,10 +9,10 @@ and one timer, at the oldest deadline or a tick from now, cancels the tasks past
 `asyncio.timeout()` does and forgets the finished limits at the head. Memory: the limits of
 about one tick, plus those behind the oldest unfinished one.
 
-A limit may be held: `limit(hold=...)` is asked at the deadline, and while it says so (the
-broker has blocked the connection: it reads nothing, so no confirm can come) the limit gets
-another full timeout, and one more after it stops saying so, so the wait that counts is the
-time the broker was reading.
+A limit may be held: `limit(hold, subject)` asks `hold(subject)` at the deadline, and while
+it says so (the broker has blocked the connection: it reads nothing, so no confirm can come)
+the limit gets another full timeout, and one more after it stops saying so, so the wait that
+counts is the time the broker was reading.
 """
 
 from __future__ import annotations
@@ -21,18 +21,20 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 
 class _Limit:
     """One `with deadlines.limit():` block: TimeoutError if it is still running at its deadline."""
 
-    __slots__ = ("cancelling", "deadline", "done", "expired", "held", "hold", "task")
+    __slots__ = ("cancelling", "deadline", "done", "expired", "held", "hold", "subject", "task")
 
     def __init__(self, task: asyncio.Task[object], deadline: float,
-                 hold: Callable[[], bool] | None = None) -> None:
+                 hold: Callable[[Any], bool] | None = None, subject: object = None) -> None:
         self.task = task
         self.deadline = deadline
         self.hold = hold
+        self.subject = subject
         self.held = False  # hold() was true at the last deadline
         self.done = False
         self.expired = False
@@ -60,11 +62,12 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def limit(self, hold: Callable[[], bool] | None = None) -> _Limit:
+    def limit(self, hold: Callable[[Any], bool] | None = None, subject: object = None) -> _Limit:
         """A limit for the current task; use it as a (synchronous) `with` around the awaits.
 
-        `hold`: asked at the deadline; while true, and once more after, the deadline moves a
-        timeout on instead of expiring.
+        `hold(subject)`: asked at the deadline; while true, and once more after, the deadline
+        moves a timeout on instead of expiring. (A function and its argument rather than a
+        closure: nothing is allocated per limit for it.)
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
@@ -72,7 +75,7 @@ class Deadlines:
         if loop is not self._loop:  # a new event loop (tests run one each): start over
             self._loop, self._timer, self._limits = loop, None, deque()
         now = loop.time()
-        limit = _Limit(task, now + self.timeout, hold)
+        limit = _Limit(task, now + self.timeout, hold, subject)
         self._limits.append(limit)
         if self._timer is None:
             self._timer = loop.call_at(min(limit.deadline, now + self.tick), self._expire, loop)
@@ -89,7 +92,7 @@ class Deadlines:
             limit = limits.popleft()
             if not limit.done and not limit.task.done():
                 if limit.hold is not None:
-                    holding = limit.hold()
+                    holding = limit.hold(limit.subject)
                     if holding or limit.held:
                         # the latest deadline there is: the FIFO stays in deadline order
                         limit.held, limit.deadline = holding, now + self.timeout

@@ -7,7 +7,6 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import cast
 
 import aio_pika
@@ -108,7 +107,7 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
         # asyncio.timeout() without a timer per publish, held while the broker blocks the
         # connection: a publish written just before its notice is waiting in the socket, and
         # timing it out would only send a copy after it
-        with deadlines.limit(hold=partial(_is_blocked, connection)):
+        with deadlines.limit(_is_blocked, connection):
             # wait=False: no future per publish for the socket write; the confirm comes after it
             await cast(aiormq.Channel, underlay).basic_publish(
                 message.body, exchange=exchange, routing_key=routing_key,

@@ -112,7 +112,7 @@ async def test_a_held_block_waits_while_held_and_one_timeout_after() -> None:
 
     unblocking = asyncio.ensure_future(unblock_later())
     with pytest.raises(TimeoutError):
-        with deadlines.limit(hold=lambda: blocked):
+        with deadlines.limit(lambda _: blocked):
             await never
     waited = loop.time() - started
     # held at 0.1, 0.2, 0.3 (blocked), once more at 0.4 (unblocked at 0.35), expired at 0.5
@@ -134,7 +134,7 @@ async def test_a_held_block_confirmed_after_the_unblock_does_not_time_out() -> N
     # the frames waiting in the socket reach the broker, which confirms soon after: just
     # past a deadline that would have expired without the hold
     loop.call_later(0.29, confirm.set_result, "confirmed")
-    with deadlines.limit(hold=lambda: blocked):
+    with deadlines.limit(lambda _: blocked):
         assert await confirm == "confirmed"
 
 
@@ -143,14 +143,14 @@ async def test_a_hold_that_never_holds_times_out_as_without_one() -> None:
     loop = asyncio.get_running_loop()
     asked = 0
 
-    def hold() -> bool:
+    def hold(_: object) -> bool:
         nonlocal asked
         asked += 1
         return False
 
     started = loop.time()
     with pytest.raises(TimeoutError):
-        with deadlines.limit(hold=hold):
+        with deadlines.limit(hold):
             await loop.create_future()
     assert 0.1 <= loop.time() - started < 0.3
     assert asked == 1
@@ -164,7 +164,7 @@ async def test_held_and_plain_blocks_share_the_timer_and_keep_their_own_deadline
     async def one(hold: bool) -> float:
         started = loop.time()
         with contextlib.suppress(TimeoutError):
-            with deadlines.limit(hold=(lambda: blocked) if hold else None):
+            with deadlines.limit((lambda _: blocked) if hold else None):
                 await loop.create_future()
         return loop.time() - started
 
