@@ -139,7 +139,42 @@ class PrivateNode:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, wait: bool = True, timeout: float = 90.0) -> None:
-        """Launch the node; with `wait`, return only once it is ready (see wait_ready)."""
+        """Launch the node; with `wait`, return only once it is ready (see wait_ready).
+
+        Started again after a kill, the node's port may be taken for a moment: a client that
+        keeps reconnecting to a free port in the ephemeral range can be given that very port
+        as its own source and connect to itself (TCP simultaneous open) until it gives up. So
+        a restart waits for the port, and launches once more if the node still lost the race.
+        """
+        restart = self.starts > 0
+        if restart:
+            self._wait_port_free(30.0)
+        self._launch()
+        if not wait:
+            return
+        try:
+            self.wait_ready(timeout)
+        except PrivateNodeError as exc:
+            if not (restart and "eaddrinuse" in str(exc)):
+                raise
+            print(f"{self.nodename}: port {self.amqp_port} was taken at restart; launching again")
+            self._wait_port_free(30.0)
+            self._launch()
+            self.wait_ready(timeout)
+
+    def _wait_port_free(self, timeout: float) -> None:
+        def free() -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.host, self.amqp_port))
+                except OSError:
+                    return False
+                return True
+
+        wait_for(free, timeout, 0.1, f"port {self.amqp_port} of {self.nodename} to be free")
+
+    def _launch(self) -> None:
         if self.is_running():
             raise PrivateNodeError(f"{self.nodename} is already running")
         script = server_script()
@@ -160,8 +195,6 @@ class PrivateNode:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if wait:
-            self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90.0) -> float:
         """Block until the AMQP port answers and `rabbitmqctl await_startup` succeeds.
