@@ -123,6 +123,19 @@ def services() -> Iterator[list[Service]]:
             service.cleanup()
 
 
+def consumer_behind_a_backlog(started: list[Service], env: Mapping[str, str], count: int, ids_file: Path,
+                              seed: int, logs: Path) -> Service:
+    """Queue `count` requests with a bulk (its ids in `ids_file`), then start a consumer on them
+    and return it once it consumes both work queues: busy with the backlog for a while."""
+    preload = Service(bulk_args(count, ids_file, seed=seed), env, logs / "preload.log")
+    started.append(preload)
+    assert preload.wait(120) == 0, preload.text()[-3000:]
+    consumer = Service(["calc-consumer"], env, logs / "consumer.log")
+    started.append(consumer)
+    consumer.wait_line("consuming queue=calc.work.heavy")
+    return consumer
+
+
 def bulk_args(count: int, ids_file: Path, seed: int, failure_share: float = 0.1) -> list[str]:
     return ["calc-producer", "bulk", "--count", str(count), "--seed", str(seed),
             "--failure-share", str(failure_share), "--ids-file", str(ids_file), "--json"]

@@ -20,9 +20,8 @@ from tests.chaos.harness import (
     WORK_QUEUES,
     FlowProbe,
     Ledger,
-    Service,
-    bulk_args,
     chaos_env,
+    consumer_behind_a_backlog,
     queue_stats,
     read_ids,
     services,
@@ -59,13 +58,7 @@ async def test_a_frozen_broker_times_publishes_out_the_consumer_hands_deliveries
     env = chaos_env(node.url, CALC_PUBLISH_TIMEOUT=str(TIMEOUT))
     ids = tmp_path / "ids.txt"
     with services() as started:
-        preload = Service(bulk_args(PRELOADED, ids, seed=81), env, tmp_path / "preload.log")
-        started.append(preload)
-        assert preload.wait(120) == 0, preload.text()[-3000:]
-
-        consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
-        started.append(consumer)
-        consumer.wait_line("consuming queue=calc.work.heavy")
+        consumer = consumer_behind_a_backlog(started, env, PRELOADED, ids, 81, tmp_path)
         wait_until(lambda: consumer.text().count(" completed ") >= 1_000, 60, "the consumer to be busy")
         audit = queue_stats(node)[topology.AUDIT_QUEUE].ready
         node.freeze()

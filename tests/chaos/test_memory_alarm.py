@@ -22,7 +22,9 @@ from tests.chaos.harness import (
     Ledger,
     Service,
     bulk_args,
+    bulk_confirmed,
     chaos_env,
+    consumer_behind_a_backlog,
     queue_stats,
     read_ids,
     services,
@@ -40,12 +42,6 @@ _BLOCKED = "was blocked by: 'low on memory'"
 _PAUSED = "WARNING messaging.publisher publishing paused: the broker blocks this connection"
 _RESUMED = "WARNING messaging.publisher publishing resumed paused_s="
 _TIMED_OUT = re.compile(r"no confirm for '[\w.]+' within")
-_BULK_CONFIRMED = re.compile(r"bulk: (\d+)/\d+ confirmed")
-
-
-def _confirmed(producer: Service) -> int:
-    counts = _BULK_CONFIRMED.findall(producer.text())
-    return int(counts[-1]) if counts else 0
 
 
 async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_duplicated(
@@ -54,13 +50,7 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
     env = chaos_env(node.url, CALC_PUBLISH_TIMEOUT=str(TIMEOUT))
     before_ids, during_ids = tmp_path / "before.txt", tmp_path / "during.txt"
     with services() as started:
-        preload = Service(bulk_args(PRELOADED, before_ids, seed=71), env, tmp_path / "preload.log")
-        started.append(preload)
-        assert preload.wait(120) == 0, preload.text()[-3000:]
-
-        consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
-        started.append(consumer)
-        consumer.wait_line("consuming queue=calc.work.heavy")
+        consumer = consumer_behind_a_backlog(started, env, PRELOADED, before_ids, 71, tmp_path)
         # subscribed (a blocked connection could not subscribe) and busy with the backlog
         node.admin.ctl(["set_vm_memory_high_watermark", "0"])
         alarm_at = time.monotonic()
@@ -76,7 +66,7 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
             time.sleep(3 * TIMEOUT)
             assert queue_stats(node)[topology.AUDIT_QUEUE].ready == audit, "a result got through the alarm"
             assert consumer.running() and producer.running()
-            assert _confirmed(producer) == 0, "a request was confirmed during the alarm"
+            assert bulk_confirmed(producer.log) == 0, "a request was confirmed during the alarm"
             for service in (consumer, producer):
                 assert not _TIMED_OUT.search(service.text()), f"{service.log.name}: a publish timed out"
         finally:

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from tests.support.admin import ContainerCtlAdmin
-from tests.support.private_node import PrivateNodeError, free_port
+from tests.support.private_node import PrivateNodeError, cleanup_all, free_port
 from tests.support.readiness import amqp_handshake_ok, wait_for
 
 DEFAULT_IMAGE = "rabbitmq:4.0-management"
@@ -117,12 +117,4 @@ class ContainerNodePool:
         return node
 
     def cleanup(self) -> None:
-        errors: list[str] = []
-        for node in self.nodes:
-            try:
-                node.cleanup()
-            except Exception as exc:
-                errors.append(f"{node.name}: {exc}")
-        self.nodes.clear()
-        if errors:
-            raise PrivateNodeError("cleanup failed: " + "; ".join(errors))
+        cleanup_all(self.nodes)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, TypeVar
 
 from tests.support.admin import BrokerAdminError, LocalCtlAdmin
 from tests.support.readiness import amqp_handshake_ok, wait_for
@@ -483,15 +483,29 @@ class PrivateNodePool:
 
     def cleanup(self) -> None:
         """Kill and delete every node, even when some of them fail to go."""
-        errors: list[str] = []
-        for node in self.nodes:
-            try:
-                node.cleanup()
-            except Exception as exc:
-                errors.append(f"{node.nodename}: {exc}")
-        self.nodes.clear()
-        if errors:
-            raise PrivateNodeError("cleanup failed: " + "; ".join(errors))
+        cleanup_all(self.nodes)
+
+
+class _Disposable(Protocol):
+    nodename: str
+
+    def cleanup(self) -> None: ...
+
+
+_Node = TypeVar("_Node", bound=_Disposable)
+
+
+def cleanup_all(nodes: list[_Node]) -> None:
+    """Clean up every node of a pool and empty it, even when some of them fail to go."""
+    errors: list[str] = []
+    for node in nodes:
+        try:
+            node.cleanup()
+        except Exception as exc:
+            errors.append(f"{node.nodename}: {exc}")
+    nodes.clear()
+    if errors:
+        raise PrivateNodeError("cleanup failed: " + "; ".join(errors))
 
 
 @atexit.register
