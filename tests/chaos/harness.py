@@ -346,7 +346,17 @@ class Ledger:
         if max_duplicates is not None:
             assert self.duplicates <= max_duplicates, (
                 f"{self.duplicates} duplicate outcomes (at most {max_duplicates} allowed): "
-                f"{self.duplicated_ids().most_common(5)}")
+                f"{self.duplicated_ids().most_common(5)}; by whom: {self.duplicated_by()}")
+
+    def duplicated_by(self) -> dict[str, int]:
+        """How many duplicated requests each combination of processing instances accounts for,
+        e.g. {'consumer-a+consumer-b': 150}: a redelivery or a request published twice shows as
+        two instances, a result retried within one consumer as one."""
+        by: dict[str, list[str]] = {}
+        for request_id, name in [*((e.request_event_id, e.processed_by) for e in self.completed),
+                                 *((e.request_event_id, e.processed_by) for e in self.failed)]:
+            by.setdefault(request_id, []).append(name)
+        return dict(Counter("+".join(sorted(names)) for names in by.values() if len(names) > 1))
 
 
 # -- recovery: when did results and confirms flow again ------------------------------------------
