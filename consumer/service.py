@@ -45,6 +45,10 @@ AGE = Histogram("calc_consumer_request_age_seconds",
                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 
 
+DRAIN_TIMEOUT_S = 30.0
+"""Shutdown: how long in-flight deliveries get to finish; what is left then goes back to the
+queue. Compose and Kubernetes give the consumer more than this plus SETTLE_GRACE_S."""
+
 SETTLE_GRACE_S = 0.5
 """Shutdown: how long the broker gets to apply the last acks before the channel closes (see
 `let_acks_land`). Measured with single acks of 300 quorum-queue deliveries
@@ -290,7 +294,7 @@ class ConsumerService:
             if not message.delivery.redelivered:
                 return
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Stop taking work, let in-flight messages finish, then close the channels."""
         self._stopping = True
         if self._resubscribing is not None:

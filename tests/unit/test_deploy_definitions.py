@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.service import DRAIN_TIMEOUT_S, SETTLE_GRACE_S
 from messaging import topology
 from messaging.settings import Settings, _env_name
 
@@ -216,3 +217,12 @@ def test_compose_services_log_in_as_their_own_user(service: str) -> None:
     interpolated = {k: re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: dotenv.get(m[1], m[2]), str(v))
                     for k, v in env.items()}
     Settings.from_env(interpolated)  # valid as the service will read it
+
+
+@pytest.mark.parametrize("service", ["consumer-basic", "consumer-heavy"])
+def test_compose_gives_a_consumer_time_to_drain_and_let_its_acks_land(service: str) -> None:
+    period = str(_compose()["services"][service]["stop_grace_period"])
+    match = re.fullmatch(r"(\d+)s", period)
+    assert match, f"{service}: stop_grace_period {period!r} is not in seconds"
+    needed = DRAIN_TIMEOUT_S + SETTLE_GRACE_S + 5  # and 5 s to close and exit
+    assert int(match.group(1)) >= needed, f"{service}: SIGKILL after {period}, a stop may take {needed} s"

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from consumer.service import DRAIN_TIMEOUT_S, SETTLE_GRACE_S
 from messaging import topology
 from messaging.settings import Settings, _env_name
 
@@ -178,6 +179,14 @@ def test_deployments_are_hardened_and_probed() -> None:
                 assert probe in container, f"{name}: {probe}"
             for bound in ("requests", "limits"):
                 assert set(container["resources"][bound]) == {"cpu", "memory"}, name
+
+
+def test_consumers_get_time_to_drain_and_let_their_acks_land() -> None:
+    needed = DRAIN_TIMEOUT_S + SETTLE_GRACE_S + 5  # and 5 s to close and exit
+    deployments = _of_kind("Deployment")
+    for name in ("consumer-basic", "consumer-heavy"):
+        grace = deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= needed, f"{name}: SIGKILL after {grace} s, a stop may take {needed} s"
 
 
 def test_deployments_log_in_as_their_own_user_with_known_settings() -> None:
