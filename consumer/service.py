@@ -196,6 +196,7 @@ class ConsumerService:
         self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         self._resubscribing: asyncio.Task[None] | None = None
         self._stopping = False
+        self.settle_grace = SETTLE_GRACE_S  # at stop, after the last acks: see let_acks_land
         self._random = random.Random()
         # The fault-injection seam: (outcome, attempt) -> inject a transient fault? Tests pass
         # a deterministic one; by default it follows CALC_FAULT_RATE.
@@ -313,19 +314,14 @@ class ConsumerService:
             log.warning("in-flight messages left unacked at shutdown; the broker redelivers them",
                         extra=kv(in_flight=self._in_flight))
         await self._flush_acks(everything=True)
-        await self._let_acks_land()
+        if self._acks is not None:
+            acked_on = self._acks.channel
+            assert isinstance(acked_on, aiormq.abc.AbstractChannel)
+            await let_acks_land(acked_on, self.settings.prefetch, self.settle_grace)
         for opened in (self._consume_channel, self._publish_channel):
             if opened is not None and not opened.is_closed:
                 await opened.close()
         log.info("stopped", extra=kv(instance=self.settings.instance_id))
-
-    settle_grace = SETTLE_GRACE_S
-
-    async def _let_acks_land(self) -> None:
-        acks = self._acks
-        channel = acks.channel if acks is not None else None
-        if isinstance(channel, aiormq.abc.AbstractChannel):
-            await let_acks_land(channel, self.settings.prefetch, self.settle_grace)
 
     async def _drained(self) -> None:
         """Until no delivery is in flight, including any handed over in the loop pass that

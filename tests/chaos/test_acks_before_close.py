@@ -27,10 +27,10 @@ def _stall_the_log(node: PrivateNode, seconds: float) -> None:
                        f"{{ok, _}} = timer:apply_after({int(seconds * 1000)}, sys, resume, [P]), ok."])
 
 
-async def _acked_then_back(url: str, node: PrivateNode, stall: float, grace: float | None) -> int:
+async def _acked_then_back(node: PrivateNode, stall: float, grace: float | None) -> int:
     """Deliver MESSAGES, stall the log, ack each delivery alone (one command each), close the
     channel (after let_acks_land unless grace is None); how many acked deliveries came back?"""
-    connection = await aiormq.connect(url)
+    connection = await aiormq.connect(node.url)
     try:
         publisher = await connection.channel()
         await publisher.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
@@ -69,11 +69,11 @@ async def test_acks_land_when_the_queue_catches_up_within_the_grace(private_node
     node = private_node()
     # Without the wait: the broker drops the acks it held back. This shows the test can see
     # the loss; if it fails, this RabbitMQ no longer drops them and the wait could go.
-    dropped = await _acked_then_back(node.url, node, stall=2.0, grace=None)
+    dropped = await _acked_then_back(node, stall=2.0, grace=None)
     assert dropped > 0, "no acked delivery came back after a close with the queue 2 s behind"
     # With it: a round trip, then the grace; the held acks go out when the queue catches up.
-    assert await _acked_then_back(node.url, node, stall=2.0, grace=3.0) == 0
+    assert await _acked_then_back(node, stall=2.0, grace=3.0) == 0
     # The consumer's own grace covers a queue up to about that far behind.
-    assert await _acked_then_back(node.url, node, stall=0.3, grace=SETTLE_GRACE_S) == 0
+    assert await _acked_then_back(node, stall=0.3, grace=SETTLE_GRACE_S) == 0
     print(f"\n{dropped} of {MESSAGES} acked deliveries came back after a close with the queue's log "
           f"stalled 2 s; none with let_acks_land (grace 3 s; and {SETTLE_GRACE_S} s for a 0.3 s stall)")
