@@ -11,6 +11,7 @@ from calculator.errors import (
 from calculator.operations import (
     FACTORIAL_MAX,
     Operation,
+    check_arguments,
     compute,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "Operation",
     "Overflow",
     "UnknownOperation",
+    "check_arguments",
     "compute",
 ]

@@ -124,8 +124,12 @@ _UNARY: dict[Operation, Callable[[float], float]] = {
 }
 
 
-def compute(operation: Operation, operands: Sequence[float]) -> float:
-    """Compute `operation` over `operands`, or raise the CalculationError that explains why not."""
+def check_arguments(operation: Operation, operands: Sequence[float]) -> list[float]:
+    """The operands as floats if the request is well formed, else InvalidArguments.
+
+    Only the request's shape (operand count, finite operands), never the arithmetic: a producer
+    can refuse what no calculation could accept and still send `divide 1 0` to fail downstream.
+    """
     if len(operands) != operation.arity:
         raise InvalidArguments(
             f"{operation.word} takes {operation.arity} operand"
@@ -135,6 +139,12 @@ def compute(operation: Operation, operands: Sequence[float]) -> float:
     for value in values:
         if not math.isfinite(value):
             raise InvalidArguments(f"operand {value!r} is not a finite number")
+    return values
+
+
+def compute(operation: Operation, operands: Sequence[float]) -> float:
+    """Compute `operation` over `operands`, or raise the CalculationError that explains why not."""
+    values = check_arguments(operation, operands)
     if operation in _UNARY:
         return _UNARY[operation](values[0])
     a, b = values

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from calculator import Operation
+from calculator import InvalidArguments, Operation, check_arguments
 from messaging import lifecycle, logs
 from messaging.connection import connect
 from messaging.errors import UnroutableError
@@ -23,32 +25,88 @@ log = logging.getLogger("producer")
 EXIT_UNROUTABLE = 3
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (`calc-producer bulk: error: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(lifecycle.EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="calc-producer",
         description="Publish CalculationRequested events to calc.requests (publisher confirms). "
-                    "Configured by environment variables (see README).")
+                    "Configured by environment variables (see README). Exit codes: 0 done, "
+                    "1 broker failure, 2 bad arguments or configuration, 3 unroutable message.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="publish one random request every CALC_INTERVAL seconds (default)")
     send = sub.add_parser("send", help="publish one request and print its event_id")
     send.add_argument("operation", choices=[op.word for op in Operation])
-    send.add_argument("operands", nargs="+", type=float, metavar="OPERAND")
+    # "*", not "+": the operand count is the calculator's rule, checked after parsing.
+    send.add_argument("operands", nargs="*", type=float, metavar="OPERAND")
     send.add_argument("--correlation-id", help="defaults to the request's event_id")
+    send.add_argument("--unchecked", action="store_true",
+                      help="send even a wrong operand count or a NaN/inf operand (to demo INVALID_ARGUMENTS)")
     bulk = sub.add_parser("bulk", help="publish N mixed requests with a progress line")
-    bulk.add_argument("--count", type=_positive_int, required=True)
-    bulk.add_argument("--rate", type=float, help="requests per second (default: as fast as confirmed)")
-    bulk.add_argument("--failure-share", type=float, help="share built to fail (default CALC_FAILURE_SHARE)")
+    bulk.add_argument("--count", type=_count, required=True)
+    bulk.add_argument("--rate", type=_rate, help="requests per second (default: as fast as confirmed)")
+    bulk.add_argument("--failure-share", type=_share,
+                      help="share built to fail, 0..1 (default CALC_FAILURE_SHARE)")
     bulk.add_argument("--seed", type=int, help="random seed, for a reproducible mix")
     bulk.add_argument("--ids-file", type=Path, help="write every confirmed event_id here, one a line")
     bulk.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    # 0, negative, NaN and inf would all silently mean "unpaced"; leaving the option out says so.
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # false for NaN too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed arguments; exits 2 with a one-line reason on anything unusable, before any connection."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "send" and not args.unchecked:
+        # The calculator's own rule for a request's shape; what only the arithmetic can tell
+        # (divide 1 0, sqrt -1, factorial 171) is a valid request and is sent to fail downstream.
+        try:
+            check_arguments(Operation(args.operation), args.operands)
+        except InvalidArguments as exc:
+            parser.exit(lifecycle.EXIT_USAGE, f"calc-producer send: error: {exc} "
+                                              "(--unchecked sends it anyway)\n")
+    ids_file: Path | None = getattr(args, "ids_file", None)
+    if ids_file is not None and (ids_file.is_dir() or not ids_file.parent.is_dir()):
+        # found only after the whole bulk was sent otherwise, as a traceback
+        parser.exit(lifecycle.EXIT_USAGE, f"calc-producer bulk: error: argument --ids-file: cannot "
+                                          f"write {str(ids_file)!r}: not a file in an existing directory\n")
+    return args
 
 
 def _specs(rng: random.Random, share: float) -> Iterator[Spec]:
@@ -98,12 +156,12 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse(argv)
     try:
         settings = Settings.from_env()
     except Exception as exc:
-        parser.exit(lifecycle.EXIT_USAGE, f"error: {exc}\n")
+        print(f"error: {exc}", file=sys.stderr)
+        return lifecycle.EXIT_USAGE
     logs.configure(settings)
     return lifecycle.run(lambda: _main(args, settings))
 
