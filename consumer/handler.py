@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from calculator import CalculationError, compute
 from gen import calc_pb2
-from messaging import codec
+from messaging import codec, frames
 from messaging.errors import DecodeError
 from messaging.topology import word_of_requested_key
 
@@ -57,34 +57,52 @@ def failure_word(routing_key: str, request: codec.Requested | None) -> str:
     return "unknown"
 
 
+def _correlation_id(incoming: codec.Incoming, event_id: str) -> str:
+    """The contract's correlation_id of the outcome, or "" where it cannot be carried in one
+    (not UTF-8, or an event_id past the 255 bytes of a short string)."""
+    for candidate in (incoming.correlation_id, event_id):
+        if candidate:
+            return candidate if codec.fits_short_string(candidate) else ""
+    return ""
+
+
 def evaluate(incoming: codec.Incoming, max_bytes: int) -> Outcome:
     """Check, decode and compute one request, in the order the contract gives its reasons."""
     word = failure_word(incoming.routing_key, None)
     if len(incoming.body) > max_bytes:
-        return Outcome(None, incoming.correlation_id or "", word, reason=MALFORMED,
+        return Outcome(None, _correlation_id(incoming, ""), word, reason=MALFORMED,
                        detail=f"body of {len(incoming.body)} bytes exceeds the limit of {max_bytes}")
     try:
         request = codec.decode_request(incoming.body)
     except DecodeError as exc:
-        return Outcome(None, incoming.correlation_id or "", word, reason=MALFORMED, detail=str(exc))
-    correlation_id = incoming.correlation_id or request.event_id
+        detail = str(exc)
+        if incoming.undecodable:
+            detail = f"undecodable AMQP header: {incoming.undecodable}; {detail}"
+        return Outcome(None, _correlation_id(incoming, ""), word, reason=MALFORMED, detail=detail)
+    correlation_id = _correlation_id(incoming, request.event_id)
     word = failure_word(incoming.routing_key, request)
 
     def failed(reason: int, detail: str) -> Outcome:
         return Outcome(request, correlation_id, word, reason=reason, detail=detail)
 
+    if incoming.undecodable:
+        return failed(MALFORMED, f"undecodable AMQP header: {incoming.undecodable}")
     try:
         codec.check_properties(incoming)
     except DecodeError as exc:
         return failed(MALFORMED, str(exc))
     if not request.event_id:
         return failed(MALFORMED, "request has no event_id")
+    if not correlation_id:
+        return failed(MALFORMED, f"correlation_id missing and the event_id of "
+                                 f"{len(request.event_id.encode())} bytes cannot stand in for it "
+                                 f"(an AMQP short string holds {codec.SHORT_STRING_MAX})")
     try:
         operation = codec.domain_operation(int(request.operation))
     except CalculationError as exc:
         return failed(codec.reason_of(exc), str(exc))
     if word_of_requested_key(incoming.routing_key) != operation.word:
-        return failed(MALFORMED, f"routing key {incoming.routing_key!r} does not match "
+        return failed(MALFORMED, f"routing key {frames.escaped(incoming.routing_key)!r} does not match "
                                  f"operation {operation.word}")
     try:
         result = compute(operation, list(request.operands))

@@ -123,6 +123,7 @@ def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanatio
         message_id=letter.text("message_id"),
         correlation_id=letter.text("correlation_id"),
         headers=letter.client_headers,
+        undecodable=letter.undecodable,
     )
     outcome = evaluate(incoming, max_bytes)
     verdict = codec.reason_name(outcome.reason) if not outcome.ok else ""

@@ -11,6 +11,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from messaging import frames
+
 # The AMQP basic properties a dead letter keeps, in the order `show` prints them.
 PROPERTY_NAMES = (
     "content_type", "content_encoding", "type", "message_id", "correlation_id", "timestamp",
@@ -53,7 +55,14 @@ class DeadLetter:
     @property
     def client_headers(self) -> dict[str, Any]:
         """Headers set by clients (`attempt`, ...), without the broker's `x-` ones."""
-        return {k: v for k, v in self.headers.items() if not k.startswith("x-")}
+        return {k: v for k, v in self.headers.items()
+                if not k.startswith("x-") and k != frames.UNDECODABLE}
+
+    @property
+    def undecodable(self) -> str | None:
+        """What the AMQP decoder could not decode in the message's header (messaging.frames)."""
+        value = self.headers.get(frames.UNDECODABLE)
+        return value if isinstance(value, str) else None
 
     @property
     def deaths(self) -> tuple[Death, ...]:

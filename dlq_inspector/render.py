@@ -12,6 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from dlq_inspector.explain import Explanation
 from dlq_inspector.letters import PROPERTY_NAMES, to_json_value, to_record
 from dlq_inspector.report import Report
+from messaging.frames import printable
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> str:
@@ -79,7 +80,7 @@ def list_row(explanation: Explanation) -> str:
     cells = (str(explanation.letter.position), explanation.event_id or "-", explanation.operation,
              operands or "-", explanation.reason, str(explanation.attempts),
              explanation.original_routing_key or "-", moment(explanation.last_death), explanation.detail)
-    return "  ".join(_fit(c, w) for c, (_, w) in zip(cells, LIST_COLUMNS, strict=True)).rstrip()
+    return "  ".join(_fit(printable(c), w) for c, (_, w) in zip(cells, LIST_COLUMNS, strict=True)).rstrip()
 
 
 def show_text(explanation: Explanation) -> str:
@@ -117,7 +118,8 @@ def show_text(explanation: Explanation) -> str:
                       if death.original_expiration else ""))
     others = {k: v for k, v in letter.headers.items() if k.startswith("x-") and k != "x-death"}
     out += [f"  {k} = {to_json_value(v)}" for k, v in others.items()]
-    return "\n".join(out)
+    # every value above may hold bytes or control characters a client chose
+    return "\n".join(printable(line) for line in out)
 
 
 def show_json(explanation: Explanation) -> dict[str, Any]:

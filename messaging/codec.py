@@ -24,6 +24,7 @@ from calculator import (
     UnknownOperation,
 )
 from gen import calc_pb2
+from messaging import frames
 from messaging.errors import DecodeError
 
 CONTENT_TYPE = "application/x-protobuf"
@@ -33,6 +34,7 @@ TYPE_COMPLETED = f"{PACKAGE}.CalculationCompleted"
 TYPE_FAILED = f"{PACKAGE}.CalculationFailed"
 ATTEMPT_HEADER = "attempt"
 MAX_ATTEMPT = 2**32 - 1
+SHORT_STRING_MAX = 255  # bytes of an AMQP short string (correlation_id, message_id, ...)
 PERSISTENT = 2  # AMQP delivery_mode
 
 APP_PRODUCER = "calc-producer"
@@ -129,6 +131,8 @@ class Incoming:
     correlation_id: str | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
+    undecodable: str | None = None
+    """What the frame decoder could not decode in the content header (messaging.frames), if anything."""
 
     @property
     def attempt(self) -> int:
@@ -142,6 +146,16 @@ class Incoming:
             return 1
         # CalculationFailed.attempts is a uint32: a forged huge header must not break encoding
         return min(max(number, 1), MAX_ATTEMPT)
+
+
+def fits_short_string(value: str) -> bool:
+    """Whether `value` can be sent as an AMQP short string: UTF-8 of at most 255 bytes."""
+    if value.isascii():
+        return len(value) <= SHORT_STRING_MAX
+    try:
+        return len(value.encode("utf-8")) <= SHORT_STRING_MAX
+    except UnicodeEncodeError:  # surrogate-escaped bytes that were not UTF-8 (messaging.frames)
+        return False
 
 
 def decode_request(body: bytes) -> Requested:
@@ -236,6 +250,8 @@ def completed_message(request: Requested, result: float, correlation_id: str, pr
 
 def failed_message(request_event_id: str, operation: int, reason: int, detail: str,
                    attempts: int, correlation_id: str, processed_by: str) -> tuple[Outgoing, Failed]:
+    if not detail.isascii():  # text from the wire: protobuf strings must be valid UTF-8
+        detail = frames.escaped(detail)
     event = Failed(
         event_id=new_event_id(),
         request_event_id=request_event_id,
@@ -258,9 +274,12 @@ def copy_message(body: bytes, original: Basic.Properties, attempt: int,
     Used for delayed retries (with `expiration`) and for replays from the DLQ (fresh attempt,
     and the inspector's `app_id`: the contract's app_id names the app that published).
     """
-    headers = {k: v for k, v in (original.headers or {}).items() if not k.startswith("x-")}
+    headers = {k: v for k, v in (original.headers or {}).items()
+               if not k.startswith("x-") and k != frames.UNDECODABLE}
     headers[ATTEMPT_HEADER] = attempt
-    return Outgoing(body, Basic.Properties(
+    # the original's octets as they came, even those that are not UTF-8 (a replay of a message
+    # whose header could not be decoded is that same message)
+    return Outgoing(body, frames.OctetProperties(
         content_type=original.content_type,
         content_encoding=original.content_encoding,
         message_type=original.message_type,
@@ -280,6 +299,8 @@ def incoming_of(message: DeliveredMessage) -> Incoming:
     """The parts of a delivery (a consumed or a got message) a handler looks at."""
     properties = message.header.properties
     delivery = message.delivery
+    headers = properties.headers or {}
+    undecodable = headers.get(frames.UNDECODABLE)
     return Incoming(
         body=message.body,
         routing_key=getattr(delivery, "routing_key", None) or "",
@@ -287,8 +308,9 @@ def incoming_of(message: DeliveredMessage) -> Incoming:
         type=properties.message_type,
         message_id=properties.message_id,
         correlation_id=properties.correlation_id,
-        headers=properties.headers or {},
+        headers=headers,
         redelivered=bool(getattr(delivery, "redelivered", False)),
+        undecodable=undecodable if isinstance(undecodable, str) else None,
     )
 
 

@@ -18,6 +18,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from messaging import frames
 from messaging.errors import CalcEventsError, ConfigurationError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -98,6 +99,7 @@ async def connect(settings: Settings, name: str, *, robust: bool = True,
     Robust by default (restored after a loss, consumers included). `robust=False` gives a plain
     connection for work that must fail loudly instead of resuming silently, such as a DLQ scan.
     """
+    frames.install()  # no message the decoder cannot read may take the connection down
     context = ssl_context(settings)
     url = settings.broker_url
     limit = settings.connect_timeout if timeout is None else timeout

@@ -30,7 +30,9 @@ def _text(value: Any) -> str:
     if kind is float or kind is int:  # never needs quotes; most of the per-message line's fields
         return str(value)
     text = value if kind is str else str(value)
-    if not text or " " in text or "=" in text or '"' in text:
+    # not printable: a newline would forge a log line, and bytes that were not UTF-8 (surrogates)
+    # cannot be written; JSON's escapes cover both
+    if not text or " " in text or "=" in text or '"' in text or not text.isprintable():
         return json.dumps(text)
     return text
 
