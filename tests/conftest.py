@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from tests.support.broker import (
     BrokerKind,
     BrokerSetupError,
     choose_broker_kind,
+    choose_chaos_node_kind,
     open_broker,
     redact,
     temporary_vhost,
@@ -56,9 +56,15 @@ def _announce(config: pytest.Config, line: str) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     try:
-        return [f"test broker: {_broker_kind(config)} (CALC_TEST_BROKER=env|testcontainers|private)"]
+        lines = [f"test broker: {_broker_kind(config)} (CALC_TEST_BROKER=env|testcontainers|private)"]
     except BrokerSetupError as exc:
-        return [f"test broker: unusable: {exc}"]
+        lines = [f"test broker: unusable: {exc}"]
+    try:
+        kind, reason = choose_chaos_node_kind()
+        lines.append(f"chaos nodes: {kind}, {reason} (CALC_CHAOS_BROKER=auto|private|container)")
+    except BrokerSetupError as exc:
+        lines.append(f"chaos nodes: unusable: {exc}")
+    return lines
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -103,25 +109,25 @@ def vhost_url(broker: Broker) -> Iterator[str]:
         yield url
 
 
+def _node_pool() -> PrivateNodePool | ContainerNodePool:
+    """Private rabbitmq-server nodes where the server is installed, else RabbitMQ containers."""
+    kind, _ = choose_chaos_node_kind()
+    return ContainerNodePool() if kind == "container" else PrivateNodePool()
+
+
 @pytest.fixture
 def private_node() -> Iterator[NodeFactory]:
-    """Factory: `private_node(tls=None)` returns a started node; all are killed and deleted after.
-
-    With CALC_CHAOS_BROKER=container the nodes are RabbitMQ 4.0 containers instead (what the
-    tests that are not marked `private_only` use of a node, they have too).
-    """
-    pool: PrivateNodePool | ContainerNodePool
-    if os.environ.get("CALC_CHAOS_BROKER", "private") == "container":
-        pool = ContainerNodePool()
-    else:
-        pool = PrivateNodePool()
+    """Factory: `private_node(tls=None, definitions=None)` returns a started node; all are killed
+    and deleted after. Without a local rabbitmq-server they are RabbitMQ 4.0 containers."""
+    pool = _node_pool()
     yield pool.node  # type: ignore[misc]
     pool.cleanup()
 
 
 @pytest.fixture
 def private_cluster() -> Iterator[ClusterFactory]:
-    """Factory: `private_cluster(3)` returns nodes joined in one cluster; killed and deleted after."""
-    pool = PrivateNodePool()
-    yield pool.cluster
+    """Factory: `private_cluster(3)` returns nodes joined in one cluster; killed and deleted after.
+    Without a local rabbitmq-server they are containers on a docker network of their own."""
+    pool = _node_pool()
+    yield pool.cluster  # type: ignore[misc]
     pool.cleanup()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.broker import choose_chaos_node_kind
+
 CHAOS_DIR = Path(__file__).parent.resolve()
 DEFAULT_REPORT = CHAOS_DIR / "reliability.json"
 COMMAND = ".venv/bin/pytest tests/chaos"
@@ -62,7 +64,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not rows:
         return
     path = Path(os.environ.get("CALC_RELIABILITY_REPORT", DEFAULT_REPORT))
-    containers = os.environ.get("CALC_CHAOS_BROKER") == "container"
+    containers = choose_chaos_node_kind()[0] == "container"
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make test-chaos-docker" if containers else COMMAND,

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
-import pytest
 
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
@@ -29,18 +28,10 @@ from tests.chaos.harness import (
     wait_until,
 )
 from tests.integration.pipeline import declare, settings_for
-from tests.support.admin import LocalCtlAdmin
 from tests.support.private_node import ClusterFactory, PrivateNode
-
-pytestmark = pytest.mark.private_only  # node config files, TLS or a cluster: not a container
 
 COUNT = 20_000
 KILL_AFTER = 6_000
-
-
-def queues_cli(node: PrivateNode) -> LocalCtlAdmin:
-    """`rabbitmq-queues` against `node` (same node name and cookie as its rabbitmqctl)."""
-    return LocalCtlAdmin(node=node.nodename, cookie=node.cookie, executable="rabbitmq-queues")
 
 
 async def lead_work_queues_from(victim: PrivateNode, home: PrivateNode, audit: int) -> None:
@@ -107,6 +98,6 @@ async def test_killing_the_work_queue_leader_loses_nothing_confirmed(
     reliability(Row(
         "3-node cluster: work-queue leader killed mid-bulk", COUNT, len(ledger.lost), ledger.duplicates,
         recover,
-        f"killed {leader_name.split('@')[0]} leading {', '.join(led)} at {KILL_AFTER:,} confirmed; services "
+        f"killed {leader.name} leading {', '.join(led)} at {KILL_AFTER:,} confirmed; services "
         f"on a surviving node; results again after {seconds(results_after)} s, confirms after "
         f"{seconds(confirms_after)} s"))

@@ -18,8 +18,6 @@ from tests.chaos.harness import Ledger, Service, bulk_args, read_ids, services, 
 from tests.integration.pipeline import BIN, ROOT, service_env
 from tests.support.private_node import NodeFactory, PrivateNode
 
-pytestmark = pytest.mark.private_only  # node config files, TLS or a cluster: not a container
-
 DEPLOY = ROOT / "deploy" / "rabbitmq"
 VHOST = "calc"
 ACCESS_REFUSED = 403
@@ -32,31 +30,31 @@ class User:
     url: str
 
 
-def load_deployed_definitions(node: PrivateNode, passwords: dict[str, str]) -> None:
-    """Render deploy/rabbitmq's template with `passwords` by its own script and import it."""
-    target = node.base_dir / "definitions.json"  # readable by the node's user, like in the image
+def render_deployed_definitions(target: Path, passwords: dict[str, str]) -> Path:
+    """Render deploy/rabbitmq's template with `passwords` into `target` by its own script."""
     env = {"PATH": "/usr/bin:/bin", "CALC_DEFINITIONS_TEMPLATE": str(DEPLOY / "definitions.template.json"),
            "CALC_DEFINITIONS_FILE": str(target), **passwords}
     rendered = subprocess.run(["sh", str(DEPLOY / "render-definitions.sh")], env=env, capture_output=True,
                               text=True, timeout=30, check=False)
     assert rendered.returncode == 0, rendered.stderr
-    node.admin.ctl(["import_definitions", str(target)], timeout=120)
+    return target
 
 
 @pytest.fixture
-def deployed(private_node: NodeFactory) -> Iterator[tuple[PrivateNode, dict[str, User]]]:
-    """A private node with the deployment's vhost, users, permissions and topology, fresh passwords."""
-    node = private_node()
+def deployed(private_node: NodeFactory, tmp_path: Path) -> Iterator[tuple[PrivateNode, dict[str, User]]]:
+    """A node with the deployment's vhost, users, permissions and topology, fresh passwords.
+
+    A private node imports the rendered definitions once it runs; a container loads them at boot
+    (`load_definitions`, as docker compose deploys it), so it has no guest user.
+    """
     template = json.loads((DEPLOY / "definitions.template.json").read_text())
+    passwords = {entry["password"].strip("${}"): f"pw-{secrets.token_hex(8)}" for entry in template["users"]}
+    definitions = render_deployed_definitions(tmp_path / "definitions.json", passwords)
+    node = private_node(definitions=definitions)
     users: dict[str, User] = {}
-    passwords: dict[str, str] = {}
     for entry in template["users"]:
-        variable = entry["password"].strip("${}")
-        password = f"pw-{secrets.token_hex(8)}"
-        passwords[variable] = password
-        users[entry["name"]] = User(entry["name"], password,
-                                    f"amqp://{entry['name']}:{password}@127.0.0.1:{node.amqp_port}/{VHOST}")
-    load_deployed_definitions(node, passwords)
+        name, password = entry["name"], passwords[entry["password"].strip("${}")]
+        users[name] = User(name, password, f"amqp://{name}:{password}@127.0.0.1:{node.amqp_port}/{VHOST}")
     yield node, users
 
 

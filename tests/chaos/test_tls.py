@@ -16,8 +16,6 @@ from tests.integration.pipeline import BIN
 from tests.support.private_node import NodeFactory, PrivateNode, TlsFiles
 from tests.support.tls import make_server_certificates
 
-pytestmark = pytest.mark.private_only  # node config files, TLS or a cluster: not a container
-
 USER = "calc-tls"
 
 # Each service with the shortest arguments that make it connect.

@@ -23,7 +23,7 @@ from tests.support.admin import (
     LocalCtlAdmin,
     ManagementApiAdmin,
 )
-from tests.support.private_node import PrivateNode, PrivateNodeError, TlsFiles, join_cluster
+from tests.support.private_node import PrivateNode, PrivateNodeError, TlsFiles, join_cluster, server_script
 from tests.support.readiness import amqp_handshake_ok, wait_for
 
 __all__ = [
@@ -32,10 +32,12 @@ __all__ = [
     "BrokerAdminError",
     "BrokerKind",
     "BrokerSetupError",
+    "ChaosNodeKind",
     "PrivateNode",
     "PrivateNodeError",
     "TlsFiles",
     "choose_broker_kind",
+    "choose_chaos_node_kind",
     "join_cluster",
     "open_broker",
     "redact",
@@ -46,6 +48,8 @@ __all__ = [
 
 BrokerKind = Literal["env", "testcontainers", "private"]
 KINDS: tuple[BrokerKind, ...] = ("env", "testcontainers", "private")
+ChaosNodeKind = Literal["private", "container"]
+CHAOS_NODE_KINDS: tuple[ChaosNodeKind, ...] = ("private", "container")
 DEFAULT_IMAGE = "rabbitmq:4.0-management"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -126,6 +130,23 @@ def choose_broker_kind(env: Mapping[str, str] | None = None) -> BrokerKind:
     if docker_answers():
         return "testcontainers"
     return "private"
+
+
+def choose_chaos_node_kind(env: Mapping[str, str] | None = None) -> tuple[ChaosNodeKind, str]:
+    """Where the nodes that chaos tests break come from, and why: private rabbitmq-server nodes
+    when the server is installed (CALC_RABBITMQ_SERVER is where to look), else RabbitMQ
+    containers; CALC_CHAOS_BROKER=private|container forces one."""
+    env = os.environ if env is None else env
+    forced = env.get("CALC_CHAOS_BROKER", "").strip().lower()
+    if forced and forced != "auto":
+        if forced not in CHAOS_NODE_KINDS:
+            raise BrokerSetupError(
+                f"CALC_CHAOS_BROKER={forced!r}: expected one of auto, {', '.join(CHAOS_NODE_KINDS)}")
+        return forced, f"CALC_CHAOS_BROKER={forced}"
+    try:
+        return "private", f"rabbitmq-server at {server_script()}"
+    except PrivateNodeError as exc:
+        return "container", str(exc).split(";")[0]
 
 
 @contextmanager

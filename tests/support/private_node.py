@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from tests.support.admin import BrokerAdminError, LocalCtlAdmin
 from tests.support.readiness import amqp_handshake_ok, wait_for
@@ -294,6 +294,16 @@ class PrivateNode:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             _LIVE_NODES.pop(id(self), None)
 
+    def import_definitions(self, source: Path) -> None:
+        """Import a definitions file (users, vhosts, permissions, topology) into the running node."""
+        target = self.base_dir / "definitions.json"  # rabbitmqctl reads it as the node's user
+        shutil.copyfile(source, target)
+        target.chmod(0o644)
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(NODE_USER)
+            os.chown(target, account.pw_uid, account.pw_gid)
+        self.admin.ctl(["import_definitions", str(target)], timeout=120)
+
     # -- clustering ------------------------------------------------------------------------
 
     def join(self, seed: PrivateNode) -> None:
@@ -430,7 +440,17 @@ class PrivateNode:
         return f"PrivateNode({self.nodename!r}, amqp={self.amqp_port}, dir={str(self.base_dir)!r})"
 
 
-def join_cluster(nodes: Sequence[PrivateNode], timeout: float = 60.0) -> None:
+class _Member(Protocol):
+    """What joining a cluster uses of a node: a PrivateNode or a ContainerNode."""
+
+    nodename: str
+
+    def join(self, seed: Any) -> None: ...
+
+    def running_nodes(self) -> list[str]: ...
+
+
+def join_cluster(nodes: Sequence[_Member], timeout: float = 60.0) -> None:
     """Join nodes[1:] to nodes[0] and wait until every node sees all of them running."""
     seed, *others = nodes
     for node in others:
@@ -440,14 +460,15 @@ def join_cluster(nodes: Sequence[PrivateNode], timeout: float = 60.0) -> None:
         _wait_until_sees(node, expected, timeout)
 
 
-def _wait_until_sees(node: PrivateNode, expected: list[str], timeout: float) -> None:
+def _wait_until_sees(node: _Member, expected: list[str], timeout: float) -> None:
     wait_for(lambda: node.running_nodes() == expected, timeout, 0.5, f"{node.nodename} to see {expected}")
 
 
 class NodeFactory(Protocol):
     """What the `private_node` fixture returns."""
 
-    def __call__(self, *, tls: TlsFiles | None = None, extra_config: Sequence[str] = ()) -> PrivateNode: ...
+    def __call__(self, *, tls: TlsFiles | None = None, extra_config: Sequence[str] = (),
+                 definitions: Path | None = None) -> PrivateNode: ...
 
 
 class ClusterFactory(Protocol):
@@ -462,11 +483,14 @@ class PrivateNodePool:
     def __init__(self) -> None:
         self.nodes: list[PrivateNode] = []
 
-    def node(self, *, tls: TlsFiles | None = None, extra_config: Sequence[str] = ()) -> PrivateNode:
-        """A started, ready node."""
+    def node(self, *, tls: TlsFiles | None = None, extra_config: Sequence[str] = (),
+             definitions: Path | None = None) -> PrivateNode:
+        """A started, ready node; with `definitions` (a JSON file), those imported too."""
         node = PrivateNode(tls=tls, extra_config=extra_config)
         self.nodes.append(node)
         node.start()
+        if definitions is not None:
+            node.import_definitions(definitions)
         return node
 
     def cluster(self, size: int = 3, *, extra_config: Sequence[str] = ()) -> list[PrivateNode]:
