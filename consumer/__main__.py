@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -21,9 +22,15 @@ async def serve(settings: Settings) -> int:
         service = ConsumerService(settings, connection)
         await service.start()
         lifecycle.serve_metrics(settings)
-        await stop.wait()
+        stopping = asyncio.ensure_future(stop.wait())
+        failing = asyncio.ensure_future(service.failed.wait())
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
         log.info("shutting down", extra=logs.kv(in_flight=service.in_flight))
         await service.stop()
+        if service.failure is not None:
+            raise service.failure  # lifecycle.run: one line, and exit 2 for a configuration error
     finally:
         await connection.close()
     return lifecycle.EXIT_OK

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from consumer.handler import Outcome, evaluate, failure_word
 from gen import calc_pb2
 from messaging import codec, topology
-from messaging.errors import CalcEventsError, TransientFault
+from messaging.errors import Permanent, Transient, TransientFault, Unencodable
 from messaging.logs import kv
 from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish
@@ -29,6 +29,7 @@ from messaging.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRIES_EXHAUSTED = calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED
+MALFORMED = calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE
 
 Settle = Literal["ack", "reject", "requeue", "requeue-failed"]
 """ack; reject to the DLQ; requeue, not the message's fault; requeue as a failed delivery."""
@@ -196,6 +197,9 @@ class ConsumerService:
         self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         self._resubscribing: asyncio.Task[None] | None = None
         self._stopping = False
+        self.failure: Permanent | None = None
+        """The permanent failure (a refused publish) that stopped the work, if any."""
+        self.failed = asyncio.Event()  # set with `failure`: the service must stop
         self.settle_grace = SETTLE_GRACE_S  # at stop, after the last acks: see let_acks_land
         self._random = random.Random()
         # The fault-injection seam: (outcome, attempt) -> inject a transient fault? Tests pass
@@ -268,6 +272,9 @@ class ConsumerService:
                     if not channel.is_closed:  # the old subscription, if the broker kept it
                         with contextlib.suppress(Exception):
                             await channel.basic_cancel(tag)
+                # the window of a lost connection came back: one by one again, as at start
+                for name in self._queues:
+                    await self._redeliveries_one_by_one(name)
                 await self._subscribe()
                 log.info("consuming again", extra=kv(why=why))
                 return
@@ -353,6 +360,16 @@ class ConsumerService:
         incoming = codec.incoming_of(message)
         try:
             await self._handle(message, incoming)
+        except Permanent as exc:
+            # An operator has to fix this (a permission, the topology): no message is at fault,
+            # so hand it back uncounted and stop the service.
+            await self._settle(message, "requeue")
+            if self.failure is None:
+                log.error("permanent failure; stopping", extra=kv(
+                    error=str(exc), message_id=incoming.message_id,
+                    correlation_id=incoming.correlation_id))
+                self.failure = exc
+                self.failed.set()
         except Exception:
             # A bug, not a verdict: requeue it; the delivery limit dead-letters a message that
             # keeps failing this way, so nothing loops forever.
@@ -387,12 +404,19 @@ class ConsumerService:
             if outcome.ok and self.inject_fault(outcome, attempt):
                 raise TransientFault("injected transient fault (CALC_FAULT_RATE)")
             if outcome.ok:
-                await self._complete(outcome, attempt)
+                try:
+                    await self._complete(outcome, attempt)
+                except Unencodable as exc:  # the result cannot be sent: the request's fault
+                    outcome = Outcome(outcome.request, outcome.correlation_id, outcome.word, reason=MALFORMED,
+                                      detail=f"the result cannot be encoded: {exc}")
+                    await self._fail(outcome, outcome.reason, outcome.detail, attempt)
+                    await self._settle(message, "reject")
+                    return
                 await self._settle(message, "ack")
             else:
                 await self._fail(outcome, outcome.reason, outcome.detail, attempt)
                 await self._settle(message, "reject")
-        except CalcEventsError as exc:
+        except Transient as exc:
             await self._transient(message, incoming, outcome, attempt, str(exc))
 
     @property
@@ -435,6 +459,9 @@ class ConsumerService:
         """Retry after a growing delay, or give up with RETRIES_EXHAUSTED after the last attempt."""
         ids = {"event_id": outcome.event_id or incoming.message_id or "",
                "correlation_id": outcome.correlation_id}
+        if self.failure is not None:  # stopping for a refusal: what else failed meanwhile goes back
+            await self._settle(message, "requeue")
+            return
         try:
             if attempt >= self.settings.max_attempts:
                 exhausted = Outcome(outcome.request, outcome.correlation_id,
@@ -446,17 +473,26 @@ class ConsumerService:
             delay = topology.retry_delay(self.settings, attempt)
             retry = codec.copy_message(message.body, message.header.properties, attempt + 1,
                                        expiration=delay)
-            await publish(self._channel, topology.retry_exchange(attempt), retry,
-                          incoming.routing_key, self.settings.publish_timeout)
+            try:
+                await publish(self._channel, topology.retry_exchange(attempt), retry,
+                              incoming.routing_key, self.settings.publish_timeout)
+            except Unencodable as exc:  # the request cannot be sent again: it cannot be retried
+                await self._fail(outcome, MALFORMED, f"cannot be retried ({exc}) after: {error}",
+                                 attempt)
+                await self._settle(message, "reject")
+                return
             RETRIES.inc()
             log.warning("retry scheduled", extra=kv(**ids, attempt=attempt, next_attempt=attempt + 1,
                                                     delay_s=delay, error=error))
             await self._settle(message, "ack")
-        except CalcEventsError as exc:
+        except Transient as exc:
             # Neither a retry nor a failure could be confirmed: hand the message back to the
             # broker; its delivery limit is the backstop.
             log.error("could not schedule retry; requeued", extra=kv(**ids, error=str(exc)))
             await self._settle(message, "requeue")
+        except Unencodable as exc:  # our own failure event could not be built: a bug, counted
+            log.error("could not encode the failure; requeued", extra=kv(**ids, error=str(exc)))
+            await self._settle(message, "requeue-failed")
 
     def _acks_for(self, message: DeliveredMessage) -> _Acks | None:
         """The batch of the delivery's channel; None when that channel is closed (the broker has

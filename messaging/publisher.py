@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import weakref
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from messaging.codec import Outgoing
 from messaging.deadlines import Deadlines
-from messaging.errors import ConfigurationError, PublishFailed, UnroutableError
+from messaging.errors import ConfigurationError, PublishFailed, Unencodable, UnroutableError
 from messaging.logs import kv
 from messaging.metrics import labelled
 
@@ -26,9 +27,13 @@ log = logging.getLogger(__name__)
 PUBLISH_OUTCOMES = Counter(
     "calc_publish_outcomes_total",
     "Confirmed publishes and why others were not confirmed, by exchange and operation word",
-    ["app", "exchange", "operation", "outcome"])  # outcome: confirmed|nacked|returned|refused|timeout|lost
+    # outcome: confirmed|nacked|returned|refused|timeout|lost|unencodable
+    ["app", "exchange", "operation", "outcome"])
 
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)
+# What pamqp raises while encoding frames (in the caller's task, before anything is written): a
+# property past its limit, a value of a type AMQP cannot hold, text that is not UTF-8.
+_ENCODING_ERRORS = (TypeError, ValueError, OverflowError, struct.error)
 
 _deadlines: dict[float, Deadlines] = {}
 _underlays: weakref.WeakKeyDictionary[AbstractChannel, aiormq.abc.AbstractChannel] = (
@@ -83,7 +88,8 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
                   confirm_timeout: float) -> None:
     """Publish to `exchange` (mandatory) on a `confirmed_channel` and wait for the broker's confirm.
 
-    Raises UnroutableError when the message was returned (routed to no queue) and PublishFailed
+    Raises Unencodable when the message cannot be encoded (nothing was sent), UnroutableError
+    when the message was returned (routed to no queue) and PublishFailed
     when it was nacked (e.g. a full queue with overflow reject-publish), timed out, or the
     channel was lost: in each of those cases the broker may not have the message. While the
     broker blocks the connection (a memory or disk alarm) it waits: before writing, and for the
@@ -131,6 +137,9 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
     except _CHANNEL_ERRORS as exc:
         _count(app, exchange, routing_key, "lost")
         raise PublishFailed(f"channel lost while publishing {routing_key!r}: {exc!r}") from None
+    except _ENCODING_ERRORS as exc:
+        _count(app, exchange, routing_key, "unencodable")
+        raise Unencodable(f"cannot encode the message for {routing_key!r}: {exc}") from None
 
 
 async def publish_until_confirmed(channel: AbstractChannel, exchange: str, message: Outgoing,
