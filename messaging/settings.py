@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
+
+import yarl
 
 from messaging.errors import ConfigurationError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+URL_FORM = "amqp://user:password@host:5672/vhost"
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PORT_MAX = 65_535
+PREFETCH_MAX = 65_535  # basic.qos prefetch-count is a 16-bit field
+MAX_ATTEMPTS_MAX = 32  # every attempt after the first has its own quorum queue, a Raft group per node
+QUEUE_BOUND_MAX = 2**31 - 1  # x-max-length, x-delivery-limit: far past any queue here, a 32-bit int
+MESSAGE_BYTES_MAX = 512 * 1024 * 1024  # RabbitMQ's ceiling for max_message_size
+IN_FLIGHT_MAX = 100_000  # each is a task and a message held in memory until confirmed
+RETRY_DELAY_MAX = 4_294_967.0  # per-message TTL: milliseconds, at most 2**32 - 1 (49.7 days)
+NAME_MAX = 128  # an instance id travels in every event; a hostname is at most 64
+PATH_MAX = 4096  # Linux PATH_MAX
+PASSWORD_FILE_MAX = 4096  # bytes read from RABBITMQ_PASSWORD_FILE: a password, not a file to stream
+SHOWN_MAX = 40  # characters of a bad value an error message repeats
 
 
 def _default_instance() -> str:
@@ -77,57 +94,71 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: os.environ); raise ConfigurationError if invalid."""
+        """Build settings from `env` (default: os.environ); raise ConfigurationError if invalid.
+
+        Empty or blank means the default. Nothing is read but `env`: RABBITMQ_PASSWORD_FILE is
+        read when the broker URL is first needed, before connecting.
+        """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
             name = _env_name(f.name)
             raw = env.get(name)
-            if raw is None or raw == "":
+            if raw is None or not raw.strip():
                 continue
-            values[f.name] = _parse(name, raw, f.type)
+            values[f.name] = _parse(name, raw.strip(), f.type)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        parts = urlsplit(self.rabbitmq_url)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ConfigurationError("RABBITMQ_URL must look like amqp://user:password@host:5672/vhost")
-        for name, value in (("CALC_FAILURE_SHARE", self.failure_share),
-                            ("CALC_FAULT_RATE", self.fault_rate)):
-            if not 0.0 <= value <= 1.0:
-                raise ConfigurationError(f"{name} must be between 0 and 1, got {value}")
-        for name, number in (("CALC_PREFETCH", self.prefetch),
-                             ("CALC_MAX_ATTEMPTS", self.max_attempts),
-                             ("CALC_WORK_QUEUE_MAX_LENGTH", self.work_queue_max_length),
-                             ("CALC_DELIVERY_LIMIT", self.delivery_limit),
-                             ("CALC_MAX_MESSAGE_BYTES", self.max_message_bytes),
-                             ("CALC_PUBLISH_IN_FLIGHT", self.publish_in_flight)):
-            if number < 1:
-                raise ConfigurationError(f"{name} must be at least 1, got {number}")
-        unknown = set(self.queues) - {"basic", "heavy"}
-        if unknown or not self.queues:
-            raise ConfigurationError(f"CALC_QUEUES must name basic and/or heavy, got {self.queues}")
+        """Raise ConfigurationError for the first unusable value: one line naming its variable."""
+        _check_url(self.rabbitmq_url)
+        _check_text("rabbitmq_password_file", self.rabbitmq_password_file, PATH_MAX, empty=True)
+        _check_text("rabbitmq_ca_file", self.rabbitmq_ca_file, PATH_MAX, empty=True)
+        _check_text("instance_id", self.instance_id, NAME_MAX)
+        _check_text("test_crash_source", self.test_crash_source, NAME_MAX, empty=True)
+        for name in ("interval", "publish_timeout", "connect_timeout", "inspector_interval"):
+            _check_number(name, getattr(self, name), 0.0, math.inf, above=True)
+        for name in ("failure_share", "fault_rate"):
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        for name in ("retry_base_delay", "retry_max_delay"):
+            _check_number(name, getattr(self, name), 0.0, RETRY_DELAY_MAX, above=True)
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ConfigurationError(
+                f"CALC_RETRY_MAX_DELAY ({self.retry_max_delay:g}) must be at least "
+                f"CALC_RETRY_BASE_DELAY ({self.retry_base_delay:g})")
+        for name, low, high in (("prefetch", 1, PREFETCH_MAX),
+                                ("max_attempts", 1, MAX_ATTEMPTS_MAX),
+                                ("work_queue_max_length", 1, QUEUE_BOUND_MAX),
+                                ("delivery_limit", 1, QUEUE_BOUND_MAX),
+                                ("audit_max_length", 1, QUEUE_BOUND_MAX),
+                                ("max_message_bytes", 1, MESSAGE_BYTES_MAX),
+                                ("publish_in_flight", 1, IN_FLIGHT_MAX),
+                                ("metrics_port", 0, PORT_MAX),
+                                ("inspector_port", 0, PORT_MAX)):
+            _check_whole(name, getattr(self, name), low, high)
+        unknown = [q for q in self.queues if q not in ("basic", "heavy")]
+        if unknown or not self.queues or len(set(self.queues)) != len(self.queues):
+            raise ConfigurationError(f"CALC_QUEUES must name basic, heavy or both, each once, "
+                                     f"got {_shown(','.join(self.queues))}")
+        if not (self.log_level.isascii() and self.log_level.upper() in LOG_LEVELS):
+            raise ConfigurationError(f"CALC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, "
+                                     f"got {_shown(self.log_level)}")
         if self.log_format not in ("text", "json"):
-            raise ConfigurationError(f"CALC_LOG_FORMAT must be text or json, got {self.log_format}")
-        if self.interval <= 0 or self.retry_base_delay <= 0 or self.publish_timeout <= 0:
-            raise ConfigurationError("intervals, delays and timeouts must be positive")
+            raise ConfigurationError(f"CALC_LOG_FORMAT must be text or json, got {_shown(self.log_format)}")
 
     @property
     def broker_url(self) -> str:
         """RABBITMQ_URL with the password from RABBITMQ_PASSWORD_FILE when that is set."""
         if not self.rabbitmq_password_file:
             return self.rabbitmq_url
-        try:
-            password = Path(self.rabbitmq_password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read RABBITMQ_PASSWORD_FILE: {exc.strerror}") from None
-        parts = urlsplit(self.rabbitmq_url)
-        user = quote(parts.username or "guest", safe="")
-        host = parts.hostname or "localhost"
-        netloc = f"{user}:{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        password = _read_password(self.rabbitmq_password_file)
+        scheme, _, rest = self.rabbitmq_url.partition("://")
+        netloc, tail = _split_netloc(rest)
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0] or "guest"
+        return f"{scheme}://{user}:{quote(password, safe='')}@{hostport}{tail}"
 
     @property
     def safe_url(self) -> str:
@@ -136,13 +167,43 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """Mask the password of an amqp URL."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Mask the password of an amqp URL; any text at all, valid or not, never raises."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    netloc, tail = _split_netloc(rest)
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hostport}{tail}"
+
+
+def _split_netloc(rest: str) -> tuple[str, str]:
+    """`user:pw@host:port` and the path, query and fragment after it (as urlsplit cuts them)."""
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return rest[:end], rest[end:]
+
+
+def _read_password(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(PASSWORD_FILE_MAX + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read RABBITMQ_PASSWORD_FILE: {exc.strerror or exc}") from None
+    if len(data) > PASSWORD_FILE_MAX:
+        raise ConfigurationError(f"RABBITMQ_PASSWORD_FILE is larger than {PASSWORD_FILE_MAX} bytes; "
+                                 "it must hold only the password")
+    try:
+        password = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigurationError("RABBITMQ_PASSWORD_FILE is not UTF-8 text") from None
+    if not password:
+        raise ConfigurationError("RABBITMQ_PASSWORD_FILE is empty")
+    if not password.isprintable():
+        # never shown: say what is wrong with it, not what it is
+        raise ConfigurationError("RABBITMQ_PASSWORD_FILE must hold the password on one line, "
+                                 "without control characters")
+    return password
 
 
 def _env_name(field_name: str) -> str:
@@ -151,19 +212,111 @@ def _env_name(field_name: str) -> str:
     return "CALC_" + field_name.upper()
 
 
-def _parse(name: str, raw: str, kind: object) -> object:
+def _shown(value: object) -> str:
+    """A bad value as an error message repeats it: quoted, escaped to one line, cut short, and
+    masked like a URL (a URL pasted into the wrong variable keeps its password)."""
+    text = redact_url(str(value))
+    return repr(text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX] + "...")
+
+
+def _check_url(url: str) -> None:
+    """RABBITMQ_URL as aio-pika and the resolver will read it; a message never repeats the URL.
+
+    Only the scheme is ever shown: a URL missing its `@` has the password where the port
+    would be, and a numeric port cannot be told from a numeric password.
+    """
+    name = "RABBITMQ_URL"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigurationError(f"{name} must not hold spaces or control characters "
+                                 f"(percent-encode them); it must look like {URL_FORM}")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("amqp", "amqps"):
+        got = f", got {scheme}://" if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,15}", scheme) else ""
+        raise ConfigurationError(f"{name} must start with amqp:// or amqps:// and look like {URL_FORM}{got}")
+    hostport = _split_netloc(rest)[0].rpartition("@")[2]
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        port = after[1:] if after.startswith(":") else after
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigurationError(f"{name} has a malformed IPv6 address; it must look like "
+                                     "amqp://user:password@[::1]:5672/vhost")
+    else:
+        host, _, port = hostport.partition(":")
+    if not host:
+        raise ConfigurationError(f"{name} names no host; it must look like {URL_FORM}")
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= PORT_MAX):
+        raise ConfigurationError(f"{name} has a port that is not a number from 1 to {PORT_MAX} "
+                                 "(5672 for amqp, 5671 for amqps)")
     try:
-        if kind in ("float", float):
-            return float(raw)
-        if kind in ("int", int):
-            return int(raw)
-        if kind in ("bool", bool):
-            lowered = raw.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return lowered in ("1", "true", "yes", "on")
-        if kind in ("tuple[str, ...]",):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name} has an invalid value {raw!r}") from None
-    return raw.strip()
+        parsed = yarl.URL(url)
+        parsed_host = parsed.host or ""
+        urlsplit(url)  # what the connection's error messages parse again
+        # what the resolver does with a name (getaddrinfo encodes it with this codec)
+        encoded = parsed_host.encode("idna")
+    except ValueError:  # UnicodeError included
+        raise ConfigurationError(f"{name} has a host that is not a valid name or address") from None
+    if not parsed_host or len(encoded) > 253:
+        raise ConfigurationError(f"{name} has a host that is not a valid name or address")
+    vhost = parsed.path[1:] if parsed.path not in ("", "/") else "/"
+    if len(vhost.encode("utf-8", "surrogatepass")) > 255:
+        raise ConfigurationError(f"{name} names a vhost longer than 255 bytes (AMQP's limit)")
+
+
+def _check_text(field_name: str, value: str, limit: int, *, empty: bool = False) -> None:
+    name = _env_name(field_name)
+    if not value and not empty:
+        raise ConfigurationError(f"{name} must not be empty")
+    if not value.isprintable():
+        raise ConfigurationError(f"{name} must not hold control or unprintable characters, "
+                                 f"got {_shown(value)}")
+    if len(value) > limit:
+        raise ConfigurationError(f"{name} must be at most {limit} characters, got {len(value)} characters")
+
+
+def _check_number(field_name: str, value: float, low: float, high: float, *,
+                  above: bool = False) -> None:
+    """`low <= value <= high` (`low < value` when `above`), and never nan or infinite."""
+    name = _env_name(field_name)
+    fits = math.isfinite(value) and (value > low if above else value >= low) and value <= high
+    if not fits:
+        if above and high == math.inf:
+            wanted = f"a number more than {low:g}"
+        elif above:
+            wanted = f"a number more than {low:g} and at most {high:g}"
+        else:
+            wanted = f"a number from {low:g} to {high:g}"
+        raise ConfigurationError(f"{name} must be {wanted}, got {value!r}")
+
+
+def _check_whole(field_name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigurationError(f"{_env_name(field_name)} must be a whole number from {low} to "
+                                 f"{high}, got {value}")
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    """`raw` (stripped, not empty) as the field's type: plain ASCII decimals, no nan, inf, 0x or _."""
+    if kind in ("float", float):
+        if not _DECIMAL.fullmatch(raw):
+            raise ConfigurationError(f"{name} must be a decimal number such as 1.5, got {_shown(raw)}")
+        return float(raw)  # overflows to inf (1e309), which validate() refuses
+    if kind in ("int", int):
+        if not _WHOLE.fullmatch(raw):
+            raise ConfigurationError(f"{name} must be a whole number, got {_shown(raw)}")
+        if len(raw) > 30:  # int() refuses past 4300 digits; every bound here has under 12
+            raise ConfigurationError(f"{name} is far out of range, got {_shown(raw)}")
+        return int(raw)
+    if kind in ("bool", bool):
+        lowered = raw.lower()
+        if lowered not in _TRUE + _FALSE:
+            raise ConfigurationError(f"{name} must be true or false, got {_shown(raw)}")
+        return lowered in _TRUE
+    if kind in ("tuple[str, ...]",):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
