@@ -46,51 +46,51 @@ class Settings:
     rabbitmq_ca_file: str = ""
     """RABBITMQ_CA_FILE: CA bundle to verify the broker's certificate with amqps://."""
     instance_id: str = field(default_factory=_default_instance)
-    """CALC_INSTANCE_ID: name of this instance in `source` and `processed_by`."""
+    """CALC_INSTANCE_ID: name of this instance in `source` and `processed_by` (1..128 printable chars)."""
     interval: float = 1.0
-    """CALC_INTERVAL: seconds between requests of `calc-producer run`."""
+    """CALC_INTERVAL: seconds between requests of `calc-producer run` (more than 0)."""
     failure_share: float = 0.1
     """CALC_FAILURE_SHARE: share of `run`/`bulk` requests built to fail (0..1)."""
     queues: tuple[str, ...] = ("basic", "heavy")
     """CALC_QUEUES: comma-separated work queues the consumer reads: basic, heavy."""
     prefetch: int = 256
-    """CALC_PREFETCH: unacked messages per consumer, processed concurrently."""
+    """CALC_PREFETCH: unacked messages per consumer, processed concurrently (1..65535)."""
     fault_rate: float = 0.0
     """CALC_FAULT_RATE: share of attempts that fail with an injected transient fault (0..1)."""
     max_attempts: int = 4
-    """CALC_MAX_ATTEMPTS: attempts of a transient failure before RETRIES_EXHAUSTED."""
+    """CALC_MAX_ATTEMPTS: attempts of a transient failure before RETRIES_EXHAUSTED (1..32)."""
     retry_base_delay: float = 1.0
-    """CALC_RETRY_BASE_DELAY: seconds before the first retry; doubles per attempt."""
+    """CALC_RETRY_BASE_DELAY: seconds before the first retry; doubles per attempt (more than 0)."""
     retry_max_delay: float = 60.0
-    """CALC_RETRY_MAX_DELAY: cap of the retry delay, in seconds."""
+    """CALC_RETRY_MAX_DELAY: cap of the retry delay, in seconds (base delay..4294967, RabbitMQ's TTL cap)."""
     work_queue_max_length: int = 100_000
-    """CALC_WORK_QUEUE_MAX_LENGTH: bound of each work queue (publishes beyond it are nacked)."""
+    """CALC_WORK_QUEUE_MAX_LENGTH: bound of each work queue (1..2147483647; publishes beyond are nacked)."""
     delivery_limit: int = 5
-    """CALC_DELIVERY_LIMIT: redeliveries before the broker dead-letters a message."""
+    """CALC_DELIVERY_LIMIT: redeliveries before the broker dead-letters a message (1..2147483647)."""
     audit_max_length: int = 10_000
-    """CALC_AUDIT_MAX_LENGTH: results kept in calc.results.audit (oldest dropped)."""
+    """CALC_AUDIT_MAX_LENGTH: results kept in calc.results.audit (oldest dropped; 1..2147483647)."""
     max_message_bytes: int = 65_536
-    """CALC_MAX_MESSAGE_BYTES: larger request bodies are MALFORMED_MESSAGE."""
+    """CALC_MAX_MESSAGE_BYTES: larger request bodies are MALFORMED_MESSAGE (1..536870912)."""
     publish_timeout: float = 10.0
-    """CALC_PUBLISH_TIMEOUT: seconds to wait for a publisher confirm."""
+    """CALC_PUBLISH_TIMEOUT: seconds to wait for a publisher confirm (more than 0)."""
     connect_timeout: float = 120.0
-    """CALC_CONNECT_TIMEOUT: seconds to keep retrying the first connection before giving up."""
+    """CALC_CONNECT_TIMEOUT: seconds to keep retrying the first connection before giving up (more than 0)."""
     publish_in_flight: int = 256
-    """CALC_PUBLISH_IN_FLIGHT: unconfirmed publishes the producer keeps in flight."""
+    """CALC_PUBLISH_IN_FLIGHT: unconfirmed publishes the producer keeps in flight (1..100000)."""
     declare_topology: bool = True
     """CALC_DECLARE_TOPOLOGY: declare the topology at start (false: only check it exists)."""
     test_crash_source: str = ""
     """CALC_TEST_CRASH_SOURCE: test-only; a request whose `source` equals it kills the consumer."""
     log_level: str = "INFO"
-    """CALC_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    """CALC_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR (any case)."""
     log_format: str = "text"
     """CALC_LOG_FORMAT: text (key=value) or json."""
     metrics_port: int = 0
-    """CALC_METRICS_PORT: port of the Prometheus /metrics endpoint; 0 turns it off."""
+    """CALC_METRICS_PORT: port of the Prometheus /metrics endpoint (0..65535); 0 turns it off."""
     inspector_port: int = 8080
-    """CALC_INSPECTOR_PORT: port of `dlq-inspector serve` (/metrics, /report, /healthz)."""
+    """CALC_INSPECTOR_PORT: port of `dlq-inspector serve` (/metrics, /report, /healthz); 0: any free."""
     inspector_interval: float = 30.0
-    """CALC_INSPECTOR_INTERVAL: seconds between the reports `dlq-inspector serve` logs."""
+    """CALC_INSPECTOR_INTERVAL: seconds between the reports `dlq-inspector serve` logs (more than 0)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
