@@ -19,6 +19,7 @@ URL_FORM = "amqp://user:password@host:5672/vhost"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PORT_MAX = 65_535
+HEARTBEAT_MAX = 65_534  # aiormq reads 65535 and above as 0, no heartbeat
 PREFETCH_MAX = 65_535  # basic.qos prefetch-count is a 16-bit field
 MAX_ATTEMPTS_MAX = 32  # every attempt after the first has its own quorum queue, a Raft group per node
 QUEUE_BOUND_MAX = 2**31 - 1  # x-max-length, x-delivery-limit: far past any queue here, a 32-bit int
@@ -260,6 +261,16 @@ def _check_url(url: str) -> None:
     vhost = parsed.path[1:] if parsed.path not in ("", "/") else "/"
     if len(vhost.encode("utf-8", "surrogatepass")) > 255:
         raise ConfigurationError(f"{name} names a vhost longer than 255 bytes (AMQP's limit)")
+    # aio-pika and aiormq read options from the query, some raising mid-connect (a bad `cadata`),
+    # some silently ignored beside our TLS context (`cafile`): only the heartbeat is taken.
+    for key, value in parsed.query.items():
+        if key != "heartbeat":
+            got = f", not {key}" if re.fullmatch(r"[A-Za-z_]{1,20}", key) else ""
+            raise ConfigurationError(f"{name} takes only the query parameter heartbeat{got} "
+                                     "(for TLS: amqps:// and RABBITMQ_CA_FILE)")
+        if not (re.fullmatch(r"[0-9]{1,5}", value) and int(value) <= HEARTBEAT_MAX):
+            raise ConfigurationError(f"{name}'s heartbeat must be a whole number of seconds from 0 "
+                                     f"to {HEARTBEAT_MAX}")
 
 
 def _check_text(field_name: str, value: str, limit: int, *, empty: bool = False) -> None:

@@ -186,6 +186,10 @@ def test_redact_url_hides_the_password(scheme: str, user: str, rest: str) -> Non
     ("RABBITMQ_URL", "AMQPS://broker/", "must start with amqp:// or amqps://"),
     ("RABBITMQ_URL", "http://x", "got http://"),
     ("RABBITMQ_URL", "amqp://h/" + "v" * 256, "vhost longer than 255 bytes"),
+    ("RABBITMQ_URL", "amqp://h/?cadata=x", "takes only the query parameter heartbeat, not cadata"),
+    ("RABBITMQ_URL", "amqps://h/?cafile=/ca.pem", "RABBITMQ_CA_FILE"),
+    ("RABBITMQ_URL", "amqp://h/?heartbeat=abc", "heartbeat must be a whole number"),
+    ("RABBITMQ_URL", "amqp://h/?heartbeat=65535", "from 0 to 65534"),
 ])
 def test_each_bound_names_its_variable(variable: str, raw: str, words: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
@@ -209,6 +213,7 @@ def test_each_bound_names_its_variable(variable: str, raw: str, words: str) -> N
     ("CALC_INSTANCE_ID", "名前-1", "名前-1"),
     ("CALC_INSTANCE_ID", "   ", None),  # blank is unset: the default
     ("RABBITMQ_URL", "amqps://u:p@[::1]:5671/calc", "amqps://u:p@[::1]:5671/calc"),
+    ("RABBITMQ_URL", "amqp://u:p@h/calc?heartbeat=0", "amqp://u:p@h/calc?heartbeat=0"),
 ])
 def test_values_at_the_bounds_are_taken(variable: str, raw: str, value: object) -> None:
     field = {_env_name(f.name): f.name for f in fields(Settings)}[variable]
