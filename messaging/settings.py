@@ -315,18 +315,19 @@ def _parse(name: str, raw: str, kind: object) -> object:
     """`raw` (stripped, not empty) as the field's type: plain ASCII decimals, no nan, inf, 0x or _."""
     if kind in ("float", float):
         if not _DECIMAL.fullmatch(raw):
-            raise ConfigurationError(f"{name} must be a decimal number such as 1.5, got {_shown(raw)}")
+            raise ConfigurationError(f"{name} has an invalid value {_shown(raw)}: "
+                                     "it must be a decimal number such as 1.5")
         return float(raw)  # overflows to inf (1e309), which validate() refuses
     if kind in ("int", int):
         if not _WHOLE.fullmatch(raw):
-            raise ConfigurationError(f"{name} must be a whole number, got {_shown(raw)}")
+            raise ConfigurationError(f"{name} has an invalid value {_shown(raw)}: it must be a whole number")
         if len(raw) > 30:  # int() refuses past 4300 digits; every bound here has under 12
-            raise ConfigurationError(f"{name} is far out of range, got {_shown(raw)}")
+            raise ConfigurationError(f"{name} has an invalid value {_shown(raw)}: far out of range")
         return int(raw)
     if kind in ("bool", bool):
         lowered = raw.lower()
         if lowered not in _TRUE + _FALSE:
-            raise ConfigurationError(f"{name} must be true or false, got {_shown(raw)}")
+            raise ConfigurationError(f"{name} has an invalid value {_shown(raw)}: it must be true or false")
         return lowered in _TRUE
     if kind in ("tuple[str, ...]",):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
