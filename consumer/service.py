@@ -514,6 +514,13 @@ class ConsumerService:
             if acks is not None and tag is not None:
                 acks.ready(tag)
             return
+        if how == "reject":
+            forged = codec.forged_headers(message.header.properties.headers or {})
+            if forged:  # a client's x-death: never hand it to the broker's dead-letter worker
+                how = "ack" if await self._dead_letter_ourselves(message, forged) else "requeue"
+                if how == "ack":
+                    await self._settle(message, "ack")
+                    return
         try:
             assert tag is not None
             if how == "reject":
@@ -535,6 +542,22 @@ class ConsumerService:
         acks = self._acks_for(message)
         if acks is not None:
             acks.settled(tag)
+
+    async def _dead_letter_ourselves(self, message: DeliveredMessage, forged: list[str]) -> bool:
+        """Publish the message to calc.dlx without its `x-` headers; True once confirmed."""
+        incoming = codec.incoming_of(message)
+        copy = codec.dead_letter_copy(message.body, message.header.properties, incoming.attempt, forged)
+        try:
+            await publish(self._channel, topology.DEAD_LETTER_EXCHANGE, copy, incoming.routing_key,
+                          self.settings.publish_timeout)
+        except (Transient, Unencodable) as exc:
+            log.error("could not dead-letter a message with forged broker headers; requeued", extra=kv(
+                message_id=incoming.message_id, correlation_id=incoming.correlation_id,
+                forged=",".join(forged), error=str(exc)))
+            return False
+        log.warning("dead-lettered by the consumer: forged broker headers removed", extra=kv(
+            message_id=incoming.message_id, correlation_id=incoming.correlation_id, forged=",".join(forged)))
+        return True
 
     async def _flush_acks(self, everything: bool = False) -> None:
         # One flush at a time: a multiple ack overtaken by a later, higher one would name a tag

@@ -158,6 +158,55 @@ def fits_short_string(value: str) -> bool:
         return False
 
 
+_DEATH_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("queue", str), ("reason", str), ("count", int), ("time", datetime), ("exchange", str),
+    ("routing-keys", list))
+_BROKER_TEXT_HEADERS = frozenset(f"x-{edge}-death-{part}" for edge in ("first", "last")
+                                 for part in ("queue", "reason", "exchange"))
+FORGED_HEADER = "forged-headers"
+"""Client header of a dead letter the consumer dead-lettered itself: the `x-` headers it removed."""
+
+
+def _is_deaths(value: Any) -> bool:
+    """Whether `value` has the shape of the broker's own `x-death`: a list of tables of its fields."""
+    if not isinstance(value, list):
+        return False
+    for entry in value:
+        if not isinstance(entry, dict):
+            return False
+        for name, kind in _DEATH_FIELDS:
+            item = entry.get(name)
+            if not isinstance(item, kind) or isinstance(item, bool):
+                return False
+        if not all(isinstance(key, str) for key in entry["routing-keys"]):
+            return False
+        if not isinstance(entry.get("original-expiration", ""), str):
+            return False
+    return True
+
+
+def forged_headers(headers: Mapping[str, Any]) -> list[str]:
+    """The `x-` headers that dead-lettering reads and that lack the broker's shape: a client's.
+
+    RabbitMQ 3.10's dead-letter worker crashes on a malformed `x-death` (and, restarted on the
+    same message, soon stops for good: no queue of the node dead-letters any more), so a message
+    carrying one must never be rejected to the broker. Other `x-` headers are left alone.
+    """
+    forged = []
+    for key, value in headers.items():
+        if key == "x-death":
+            ok = _is_deaths(value)
+        elif key in _BROKER_TEXT_HEADERS:
+            ok = isinstance(value, str)
+        elif key == "x-delivery-count":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            forged.append(key)
+    return forged
+
+
 def decode_request(body: bytes) -> Requested:
     """Parse a CalculationRequested; DecodeError if the bytes are not one."""
     request = Requested()
@@ -293,6 +342,15 @@ def copy_message(body: bytes, original: Basic.Properties, attempt: int,
         headers=headers,
         expiration=_expiration(expiration),
     ))
+
+
+def dead_letter_copy(body: bytes, original: Basic.Properties, attempt: int,
+                     forged: Sequence[str]) -> Outgoing:
+    """The copy of a message the consumer dead-letters itself: no `x-` headers, and which were forged."""
+    copy = copy_message(body, original, attempt)
+    assert copy.properties.headers is not None
+    copy.properties.headers[FORGED_HEADER] = ", ".join(frames.escaped(name) for name in forged)
+    return copy
 
 
 def incoming_of(message: DeliveredMessage) -> Incoming:

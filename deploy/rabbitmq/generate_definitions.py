@@ -58,7 +58,8 @@ def users() -> list[dict[str, Any]]:
     """
     work_queues = [topology.work_queue(kind) for kind in ("basic", "heavy")]
     consumer_write = "^(" + "|".join(
-        [re.escape(topology.RESULTS_EXCHANGE), _retry_exchanges()]) + ")$"
+        [re.escape(topology.RESULTS_EXCHANGE), _retry_exchanges(),
+         re.escape(topology.DEAD_LETTER_EXCHANGE)]) + ")$"
     return [
         # The management UI and operators: everything in the vhost.
         {"name": "calc-admin", "password_env": "CALC_ADMIN_PASSWORD", "tags": ["administrator"],
@@ -66,7 +67,7 @@ def users() -> list[dict[str, Any]]:
         # Publishes requests, nothing else: not even the results it could read.
         {"name": "calc-producer", "password_env": "CALC_PRODUCER_PASSWORD", "tags": [],
          "configure": NOTHING, "write": _only(topology.REQUESTS_EXCHANGE), "read": NOTHING},
-        # Consumes its work queues; publishes outcomes and delayed retries.
+        # Consumes its work queues; publishes outcomes, delayed retries and (forged x-death) dead letters.
         {"name": "calc-consumer", "password_env": "CALC_CONSUMER_PASSWORD", "tags": [],
          "configure": NOTHING, "write": consumer_write, "read": _only(*work_queues)},
         # Reads, acks and purges the DLQ; replays to calc.requests.

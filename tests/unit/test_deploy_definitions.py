@@ -112,7 +112,7 @@ def test_producer_may_only_publish_requests() -> None:
     assert not _may(perms["write"], "calc.requests.extra")
 
 
-def test_consumer_reads_work_queues_and_publishes_results_and_every_retry_tier() -> None:
+def test_consumer_reads_work_queues_and_publishes_results_every_retry_tier_and_dead_letters() -> None:
     perms = _permissions()["calc-consumer"]
     built = topology.build(Settings(max_attempts=8))
     queues = [q.name for q in built.queues]
@@ -120,8 +120,9 @@ def test_consumer_reads_work_queues_and_publishes_results_and_every_retry_tier()
     assert sorted(q for q in queues if _may(perms["read"], q)) == [
         topology.work_queue("basic"), topology.work_queue("heavy")]
     retry = [topology.retry_exchange(tier) for tier in range(1, 8)]
+    # calc.dlx: a request with a forged x-death is dead-lettered by the consumer, not the broker
     assert sorted(ex for ex in exchanges if _may(perms["write"], ex)) == sorted(
-        [topology.RESULTS_EXCHANGE, *retry])
+        [topology.RESULTS_EXCHANGE, topology.DEAD_LETTER_EXCHANGE, *retry])
     assert not _may(perms["write"], "calc.retry.x")
 
 

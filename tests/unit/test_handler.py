@@ -149,3 +149,60 @@ def test_any_delivery_gets_a_verdict_that_encodes(body: bytes, routing_key: str,
     else:
         codec.failed_message(outcome.event_id, outcome.operation, outcome.reason, outcome.detail,
                              incoming.attempt, outcome.correlation_id, "t")
+
+
+def test_an_undecodable_header_is_malformed_and_keeps_the_request() -> None:
+    incoming = _incoming(_request(Operation.ADD, 2, 3), correlation_id="\udcff\udcfe",
+                         undecodable="correlation_id is not UTF-8: \\xff\\xfe")
+    outcome = evaluate(incoming, 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE
+    assert outcome.detail == "undecodable AMQP header: correlation_id is not UTF-8: \\xff\\xfe"
+    assert outcome.event_id == "e-1"  # the body decoded: its event_id is the request_event_id
+    assert outcome.correlation_id == ""  # octets that are not UTF-8 are not carried, nor replaced
+
+
+def test_an_undecodable_header_and_body_name_both() -> None:
+    outcome = evaluate(_incoming(body=b"\xff\xff", routing_key="calc.requested.add",
+                                 undecodable="app_id is not UTF-8: \\x80"), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE and outcome.request is None
+    assert outcome.detail.startswith("undecodable AMQP header: app_id is not UTF-8")
+    assert "body is not a CalculationRequested" in outcome.detail
+
+
+@pytest.mark.parametrize(("event_id", "correlation_id", "ok"), [
+    ("e" * 255, None, True),  # fits a short string: it is the correlation_id
+    ("e" * 256, None, False),
+    ("é" * 128, None, False),  # 256 bytes of UTF-8
+    ("e" * 1000, "c-1", True),  # its own correlation_id: the long event_id is carried in the body only
+])
+def test_an_event_id_that_cannot_be_the_correlation_id(event_id: str, correlation_id: str | None,
+                                                       ok: bool) -> None:
+    outcome = evaluate(_incoming(_request(Operation.ADD, 2, 3, event_id=event_id),
+                                 correlation_id=correlation_id), 65536)
+    assert outcome.ok is ok
+    if not ok:
+        assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE
+        assert "cannot stand in for it" in outcome.detail and outcome.correlation_id == ""
+    assert codec.fits_short_string(outcome.correlation_id)
+
+
+_DEATH = {"queue": "calc.retry.1", "reason": "expired", "count": 1, "exchange": "calc.retry.1",
+          "routing-keys": ["calc.requested.add"], "time": __import__("datetime").datetime(2026, 1, 1)}
+
+
+@pytest.mark.parametrize(("headers", "forged"), [
+    ({}, []),
+    ({"attempt": 2, "x-custom": [1]}, []),  # x- headers dead-lettering does not read are left alone
+    ({"x-death": [_DEATH], "x-first-death-reason": "expired", "x-delivery-count": 2}, []),
+    ({"x-death": [1]}, ["x-death"]),
+    ({"x-death": "boom"}, ["x-death"]),
+    ({"x-death": [{}]}, ["x-death"]),
+    ({"x-death": [{**_DEATH, "count": True}]}, ["x-death"]),
+    ({"x-death": [{**_DEATH, "routing-keys": [b"\xff"]}]}, ["x-death"]),
+    ({"x-death": [{**_DEATH, "original-expiration": 5}]}, ["x-death"]),
+    ({"x-death": [_DEATH, 2]}, ["x-death"]),
+    ({"x-first-death-queue": 5, "x-last-death-reason": None, "x-delivery-count": "2"},
+     ["x-first-death-queue", "x-last-death-reason", "x-delivery-count"]),
+])
+def test_forged_broker_headers(headers: dict[str, object], forged: list[str]) -> None:
+    assert codec.forged_headers(headers) == forged
