@@ -41,7 +41,7 @@ class Settings:
     """Every knob of every service. Field docs are the README's configuration table."""
 
     rabbitmq_url: str = DEFAULT_URL
-    """RABBITMQ_URL: amqp(s)://user:password@host:port/vhost of the broker."""
+    """RABBITMQ_URL: amqp(s)://user:password@host:port/vhost of the broker (query: only ?heartbeat=N)."""
     rabbitmq_password_file: str = ""
     """RABBITMQ_PASSWORD_FILE: file whose content replaces the URL's password (for secrets)."""
     rabbitmq_ca_file: str = ""
