@@ -180,8 +180,21 @@ class ContainerNode:
         self.start(wait=True, timeout=timeout)
 
     def freeze(self) -> None:
-        """docker pause (the cgroup freezer): as SIGSTOP, no reads, writes or confirms."""
-        self._wrapped().pause()
+        """docker pause (the cgroup freezer): as SIGSTOP, no reads, writes or confirms.
+
+        The freezer gives up ("unable to freeze") while a thread sits in an uninterruptible
+        wait, such as an fsync on a busy disk; a moment later it succeeds.
+        """
+        from docker.errors import APIError  # type: ignore[import-untyped]
+
+        for attempt in range(5):
+            try:
+                self._wrapped().pause()
+                return
+            except APIError as exc:
+                if "unable to freeze" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2)
 
     def thaw(self) -> None:
         self._wrapped().unpause()
