@@ -51,12 +51,16 @@ POISON: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _pika_publish(url: str, messages: list[tuple[bytes, str, dict[str, Any]]]) -> None:
+def _pika_params(url: str) -> pika.ConnectionParameters:
     parts = urlsplit(url)
-    params = pika.ConnectionParameters(
+    return pika.ConnectionParameters(
         host=parts.hostname, port=parts.port or 5672, virtual_host=unquote(parts.path[1:]) or "/",
         credentials=pika.PlainCredentials(unquote(parts.username or "guest"),
                                           unquote(parts.password or "guest")))
+
+
+def _pika_publish(url: str, messages: list[tuple[bytes, str, dict[str, Any]]]) -> None:
+    params = _pika_params(url)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(10_000)  # pika encodes the deep header recursively too
     connection = pika.BlockingConnection(params)
@@ -163,11 +167,7 @@ async def test_undecodable_headers_are_one_failure_each_and_the_neighbours_are_u
 
 def _pika_correlation_ids(url: str) -> list[bytes]:
     """The correlation ids of the DLQ as raw octets, read by pika (which does not decode them)."""
-    parts = urlsplit(url)
-    params = pika.ConnectionParameters(
-        host=parts.hostname, port=parts.port or 5672, virtual_host=unquote(parts.path[1:]) or "/",
-        credentials=pika.PlainCredentials(unquote(parts.username or "guest"),
-                                          unquote(parts.password or "guest")))
+    params = _pika_params(url)
     connection = pika.BlockingConnection(params)
     found: list[bytes] = []
     try:
