@@ -3,9 +3,13 @@
 How a scan stays non-destructive, ordered and bounded in memory:
 
 - It reads with manual acks and never acks what it only looks at. At the end it nacks (requeue)
-  everything it holds and waits until the queue has it back; calc.dlq is a classic queue, where a
-  requeued message returns to its original position and no delivery limit applies, so any number
-  of scans changes nothing. If the inspector dies, the broker requeues the same way by itself.
+  everything it holds, window after window in queue order, and waits until the queue has it back.
+  On a classic calc.dlq (RabbitMQ 3.x) a requeued message returns to its original position; on a
+  quorum one (4.0 and later) requeued messages go back to the head in the order they are handed
+  back, and its delivery limit is out of reach (topology.DLQ_DELIVERY_LIMIT). Either way no
+  delivery limit counts, and any number of scans changes nothing. If the inspector dies, the broker
+  requeues by itself: nothing is lost, though on a quorum queue the windows may come back in
+  another order.
 - A consumer with prefetch N stops receiving once N messages are unacked, and a scan must not ack.
   So it reads in windows: a channel consumes until it holds N messages, its consumer is cancelled
   (the messages stay held by that channel), and the next window opens on a new channel, where the
@@ -61,7 +65,9 @@ class _Window:
     closed_by: BaseException | None = None
 
     async def stop_consuming(self) -> None:
-        """Cancel the consumer; hand back deliveries it received past what the scan took."""
+        """Cancel the consumer. Deliveries it received past what the scan took stay held, and go
+        back with the rest of the window: requeued alone, a quorum queue would put them ahead
+        of what the scan still holds."""
         if self.tag is None:
             return
         tag, self.tag = self.tag, None
@@ -69,12 +75,6 @@ class _Window:
         # Deliveries that preceded the cancel-ok are handed to their callback tasks first.
         for _ in range(3):
             await asyncio.sleep(0)
-        while not self.buffer.empty():
-            message = self.buffer.get_nowait()
-            if message is not None:
-                # Back to its original position: the next window receives it first.
-                await message.nack(requeue=True)
-
 
     @property
     def holding(self) -> int:
@@ -153,18 +153,23 @@ class DlqScan:
 
         The broker requeues in the background, and on 100,000 messages that takes seconds: a scan
         started meanwhile would find a short queue and take it for the whole. No AMQP call is
-        ordered after a requeue (a classic queue answers the passive declare's `stat` first), so
-        the wait is on the ready count: what it was before plus what this scan held.
+        ordered after a requeue (a queue answers the passive declare's `stat` first), so the
+        wait is on the ready count: what it was before plus what this scan held.
+
+        One window after the other, first to last: each channel's close-ok comes after its nack,
+        so a quorum queue, which puts requeued messages back in the order it gets them, has the
+        queue order again (a classic queue restores each message's position by itself).
         """
         windows, self._windows = self._windows, []
         started = time.monotonic()
         holding = sum(w.holding for w in windows)
         before = await self._ready() if holding else None
-        results = await asyncio.gather(*(w.hand_back() for w in windows), return_exceptions=True)
-        for window, result in zip(windows, results, strict=True):
-            if isinstance(result, BaseException):
+        for window in windows:
+            try:
+                await window.hand_back()
+            except Exception as exc:
                 # The channel or connection is gone: the broker requeues what it held by itself.
-                log.debug("handing back a window failed", extra=kv(error=repr(result)))
+                log.debug("handing back a window failed", extra=kv(error=repr(exc)))
                 if not window.channel.is_closed:
                     with contextlib.suppress(Exception):
                         await window.channel.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +16,10 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, Excha
 
 from calculator import Operation
 from messaging.errors import ConfigurationError
+from messaging.logs import kv
 from messaging.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REQUESTS_EXCHANGE = "calc.requests"
 RESULTS_EXCHANGE = "calc.results"
@@ -23,6 +28,17 @@ WORK_QUEUE_PREFIX = "calc.work."
 DLQ = "calc.dlq"
 AUDIT_QUEUE = "calc.results.audit"
 RETRY_PREFIX = "calc.retry."
+
+REPLICATED_SINCE = (4, 0)
+"""From RabbitMQ 4.0 (no classic mirroring) calc.dlq and calc.results.audit are quorum queues."""
+DLQ_DELIVERY_LIMIT = 2_147_483_647
+"""calc.dlq's quorum delivery limit: one no inspector reaches (a scan every second for 68 years).
+
+Not unset: RabbitMQ 4.0 then applies 20, and the 21st peek drops every message. Not -1 (the
+documented "unlimited"): a quorum queue without a limit puts a requeued message at the back, so
+a partial scan (`list --limit`) or a letter dead-lettered during a scan would reorder the DLQ. With
+a limit a requeued message goes back to the head, in the order handed back (README, "The DLQ
+inspector")."""
 
 REQUESTED_PREFIX = "calc.requested."
 COMPLETED_PREFIX = "calc.completed."
@@ -79,6 +95,32 @@ class QueueSpec:
     name: str
     arguments: Mapping[str, Any]
     bindings: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    existing: Mapping[str, Any] | None = None
+    """Arguments of the classic queue an older deployment declared; kept (with a warning) where
+    that queue exists, since a queue cannot change its type in place."""
+
+
+def parse_version(text: object) -> tuple[int, ...] | None:
+    """`4.0.5` (or b"3.10.7", "4.1.0-rc.1") -> (4, 0, 5); None when it is not a version."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(text)) if text is not None else None
+    return tuple(int(part) for part in match.groups() if part is not None) if match else None
+
+
+def replicated(version: tuple[int, ...] | None) -> bool:
+    """True when calc.dlq and calc.results.audit are quorum queues on a broker of `version`.
+
+    Before 4.0 they stay classic queues (3.x can still mirror them by policy); an unknown version
+    is taken for an old one, whose declaration works everywhere.
+    """
+    return version is not None and version >= REPLICATED_SINCE
+
+
+async def broker_version(channel: AbstractChannel) -> tuple[int, ...] | None:
+    """The RabbitMQ version the server announced when `channel`'s connection opened."""
+    underlay = await channel.get_underlay_channel()
+    return parse_version(underlay.connection.server_properties.get("version"))
 
 
 @dataclass(frozen=True)
@@ -99,8 +141,8 @@ def _quorum(dead_letter_exchange: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def build(settings: Settings) -> Topology:
-    """The contract's topology table, with the bounds taken from settings."""
+def build(settings: Settings, version: tuple[int, ...] | None = REPLICATED_SINCE) -> Topology:
+    """The contract's topology table for a broker of `version`, with the bounds from settings."""
     exchanges = [
         ExchangeSpec(REQUESTS_EXCHANGE, ExchangeType.TOPIC),
         ExchangeSpec(RESULTS_EXCHANGE, ExchangeType.TOPIC),
@@ -116,15 +158,23 @@ def build(settings: Settings) -> Topology:
                        "x-delivery-limit": settings.delivery_limit}),
             tuple((REQUESTS_EXCHANGE, key) for key in keys),
         ))
-    # A classic queue: no delivery limit applies, and a requeued message returns to its place,
-    # so the inspector can peek any number of times without losing or reordering anything.
-    queues.append(QueueSpec(DLQ, {"x-queue-type": "classic"}, ((DEAD_LETTER_EXCHANGE, "#"),)))
-    queues.append(QueueSpec(
-        AUDIT_QUEUE,
-        {"x-queue-type": "classic", "x-max-length": settings.audit_max_length,
-         "x-overflow": "drop-head"},
-        ((RESULTS_EXCHANGE, "#"),),
-    ))
+    # The inspector peeks by holding and requeuing: nothing may count those peeks or move what it
+    # hands back. A classic queue puts a requeued message back in its place and has no delivery
+    # limit, but lives on one node; on 4.0 and later a quorum queue is replicated, and with an
+    # unreachable delivery limit it counts nothing and returns requeued messages to the head.
+    classic_dlq = {"x-queue-type": "classic"}
+    classic_audit = {"x-queue-type": "classic", "x-max-length": settings.audit_max_length,
+                     "x-overflow": "drop-head"}
+    if replicated(version):
+        queues.append(QueueSpec(
+            DLQ, {"x-queue-type": "quorum", "x-delivery-limit": DLQ_DELIVERY_LIMIT},
+            ((DEAD_LETTER_EXCHANGE, "#"),), existing=classic_dlq))
+        queues.append(QueueSpec(
+            AUDIT_QUEUE, {**classic_audit, "x-queue-type": "quorum"}, ((RESULTS_EXCHANGE, "#"),),
+            existing=classic_audit))
+    else:
+        queues.append(QueueSpec(DLQ, classic_dlq, ((DEAD_LETTER_EXCHANGE, "#"),)))
+        queues.append(QueueSpec(AUDIT_QUEUE, classic_audit, ((RESULTS_EXCHANGE, "#"),)))
     # One fanout exchange and queue per retry tier: every message in a tier waits the same
     # delay, so expiry at the head never blocks a shorter one behind a longer one. Expired
     # messages go back to calc.requests with their original routing key.
@@ -143,9 +193,37 @@ class Declared:
     queues: dict[str, AbstractQueue]
 
 
+async def _type_to_declare(channel: AbstractChannel, queue: QueueSpec) -> Mapping[str, Any]:
+    """`queue.arguments`, or, where an older deployment made the queue classic, its arguments then.
+
+    Tried on a channel of its own: the refusal of another queue type closes the channel.
+    """
+    if queue.existing is None:
+        return queue.arguments
+    underlay = await channel.get_underlay_channel()
+    probe = await underlay.connection.channel(publisher_confirms=False)
+    try:
+        await probe.queue_declare(queue.name, durable=True, arguments=dict(queue.arguments))
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        if "x-queue-type" not in str(exc):
+            return queue.arguments  # another argument differs: the declaration says which
+        log.warning(
+            "the queue exists as a classic queue, which RabbitMQ 4 does not replicate (a lost node "
+            "loses what it holds); using it as it is. To replicate it: README, 'Moving calc.dlq "
+            "and calc.results.audit to quorum queues'", extra=kv(queue=queue.name))
+        return queue.existing
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return queue.arguments
+
+
 async def declare(channel: AbstractChannel, settings: Settings) -> Declared:
-    """Declare (or, with CALC_DECLARE_TOPOLOGY=false, only check) the whole topology."""
-    topology = build(settings)
+    """Declare (or, with CALC_DECLARE_TOPOLOGY=false, only check) the whole topology.
+
+    The queue types depend on the broker's version (see `replicated`).
+    """
+    topology = build(settings, await broker_version(channel))
     passive = not settings.declare_topology
     exchanges: dict[str, AbstractExchange] = {}
     queues: dict[str, AbstractQueue] = {}
@@ -157,8 +235,9 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Declared:
                 ex.name, ex.kind, durable=True, passive=passive)
         for q in topology.queues:
             current = f"queue {q.name}"
+            arguments = q.arguments if passive else await _type_to_declare(channel, q)
             queue = await channel.declare_queue(
-                q.name, durable=True, arguments=dict(q.arguments), passive=passive)
+                q.name, durable=True, arguments=dict(arguments), passive=passive)
             queues[q.name] = queue
             if not passive:
                 for exchange, key in q.bindings:
@@ -179,9 +258,11 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Declared:
     return Declared(exchanges, queues)
 
 
-def definitions(settings: Settings, vhost: str) -> dict[str, Any]:
-    """The topology as RabbitMQ definitions (exchanges, queues, bindings) for `vhost`."""
-    topology = build(settings)
+def definitions(settings: Settings, vhost: str,
+                version: tuple[int, ...] | None = REPLICATED_SINCE) -> dict[str, Any]:
+    """The topology as RabbitMQ definitions (exchanges, queues, bindings) for `vhost` on a broker
+    of `version` (by default the replicated types that compose and Kubernetes deploy)."""
+    topology = build(settings, version)
     return {
         "exchanges": [
             {"name": ex.name, "vhost": vhost, "type": ex.kind.value, "durable": True,
@@ -206,8 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m messaging.topology")
     parser.add_argument("command", choices=["definitions"])
     parser.add_argument("--vhost", default="/")
+    parser.add_argument("--broker-version", default=".".join(map(str, REPLICATED_SINCE)),
+                        help="RabbitMQ version the definitions are for (queue types; default %(default)s)")
     args = parser.parse_args(argv)
-    json.dump(definitions(Settings.from_env(), args.vhost), sys.stdout, indent=2)
+    version = parse_version(args.broker_version)
+    if version is None:
+        parser.error(f"--broker-version {args.broker_version!r} is not a version like 4.0 or 3.10.7")
+    json.dump(definitions(Settings.from_env(), args.vhost, version), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 
