@@ -46,10 +46,28 @@ class _Limit:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.done = True
-        # as asyncio.timeout() does: take our cancel back whatever ended the block, and make it
-        # a TimeoutError only if it was ours alone
-        if self.expired and self.task.uncancel() <= self.cancelling and kind is asyncio.CancelledError:
-            raise TimeoutError from exc
+        # as asyncio.timeout() does on Python 3.13, here on 3.11 and 3.12 too: take our cancel
+        # back whatever ended the block and, if it was ours alone, make a CancelledError (or a
+        # subclass: 3.11 let those out) a TimeoutError, and put a TimeoutError in the context
+        # of another exception that replaced it during cleanup (3.11 and 3.12 left none there)
+        if self.expired and self.task.uncancel() <= self.cancelling and exc is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                raise TimeoutError from exc
+            _insert_timeout_error(exc)
+            if isinstance(exc, BaseExceptionGroup):
+                for inner in exc.exceptions:
+                    _insert_timeout_error(inner)
+
+
+def _insert_timeout_error(exc: BaseException) -> None:
+    """A TimeoutError between `exc` and the CancelledError in its context chain, as 3.13 puts it."""
+    while exc.__context__ is not None:
+        if isinstance(exc.__context__, asyncio.CancelledError):
+            timeout = TimeoutError()
+            timeout.__context__ = timeout.__cause__ = exc.__context__
+            exc.__context__ = timeout
+            break
+        exc = exc.__context__
 
 
 class Deadlines:

@@ -178,3 +178,63 @@ async def test_held_and_plain_blocks_share_the_timer_and_keep_their_own_deadline
     assert all(0.1 <= t < 0.3 for t in plain), plain
     assert all(0.4 <= t < 0.9 for t in held), held
     assert len(deadlines) == 0
+
+
+class _Interrupted(asyncio.CancelledError):
+    """A CancelledError subclass, as a library may raise in place of the one it caught."""
+
+
+async def test_a_cancelled_error_subclass_at_the_deadline_is_a_timeout_error() -> None:
+    # asyncio.timeout() on 3.13 (3.11's let the subclass out): the same on every version here
+    deadlines = Deadlines(0.05, tick=0.01)
+    with pytest.raises(TimeoutError) as raised:
+        with deadlines.limit():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise _Interrupted() from None
+    assert isinstance(raised.value.__cause__, _Interrupted)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_an_error_that_replaces_the_cancel_has_the_timeout_in_its_context() -> None:
+    # asyncio.timeout() on 3.13: the error goes on, and its context shows the deadline passed
+    deadlines = Deadlines(0.05, tick=0.01)
+    with pytest.raises(ConnectionError) as raised:
+        with deadlines.limit():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise ConnectionError("closed while cancelled")  # noqa: B904
+    timeout = raised.value.__context__
+    assert isinstance(timeout, TimeoutError)
+    assert isinstance(timeout.__context__, asyncio.CancelledError)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    await asyncio.sleep(0.01)  # no cancellation left pending on the task
+
+
+async def test_an_error_raised_without_a_cancel_of_ours_is_left_as_it_is() -> None:
+    deadlines = Deadlines(5.0, tick=0.01)
+    with pytest.raises(ConnectionError) as raised:
+        with deadlines.limit():
+            await asyncio.sleep(0)
+            raise ConnectionError("lost")
+    assert raised.value.__context__ is None
+
+
+async def test_a_limit_inside_asyncio_timeout_each_keeps_its_own_cancel() -> None:
+    # asyncio.wait_for() is asyncio.timeout() in the same task from 3.12 on: both count cancels
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(0.05, tick=0.01)
+    async with asyncio.timeout(5.0) as outer:
+        with pytest.raises(TimeoutError):
+            with deadlines.limit():
+                await loop.create_future()
+    assert not outer.expired()
+    deadlines = Deadlines(5.0, tick=0.01)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05) as outer:
+            with deadlines.limit():
+                await loop.create_future()
+    assert outer.expired()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
