@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install gen check lint test test-unit test-integration test-chaos test-chaos-docker bench bench-smoke e2e up down clean
+.PHONY: help install gen check lint test test-unit test-integration test-chaos test-chaos-docker test-py313 bench bench-smoke e2e up down clean
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
@@ -51,6 +51,9 @@ test-chaos:
 test-chaos-docker:
 	CALC_CHAOS_BROKER=container CALC_RELIABILITY_REPORT=tests/chaos/reliability-docker.json \
 		$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+test-py313:
+	PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-py313.sh
 
 bench:
 	$(BIN)/python -m bench --json bench/results/latest.json
