@@ -40,7 +40,8 @@ from tests.chaos.harness import (
     wait_until,
 )
 from tests.integration.pipeline import BIN, ROOT, declare, settings_for
-from tests.support.private_node import ClusterFactory, PrivateNode
+from tests.support.broker import choose_chaos_node_kind
+from tests.support.private_node import ClusterFactory, PrivateNode, server_script
 
 COUNT = 6_000
 FAILURE_SHARE = 0.3  # about 1,800 dead letters
@@ -93,6 +94,12 @@ class Scanner:
             await asyncio.sleep(0.2)
 
 
+def skip_before_replicated(version: tuple[int, ...] | None) -> None:
+    if version is None or version < topology.REPLICATED_SINCE:
+        pytest.skip(f"RabbitMQ {version}: calc.dlq is a classic queue on one node before 4.0 "
+                    "(run with CALC_CHAOS_BROKER=container for 4.0)")
+
+
 def dlq_depth(node: PrivateNode) -> int:
     stats = queue_stats(node).get(topology.DLQ)
     return stats.total if stats else 0
@@ -100,12 +107,13 @@ def dlq_depth(node: PrivateNode) -> int:
 
 async def test_killing_the_dlq_leader_loses_no_dead_letter_and_the_inspector_reads_on(
         private_cluster: ClusterFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+    if choose_chaos_node_kind()[0] == "private":  # skip before starting three nodes for nothing
+        ctl = server_script().parent / "rabbitmqctl"
+        skip_before_replicated(topology.parse_version(subprocess.run(
+            [str(ctl), "version"], capture_output=True, text=True, timeout=60, check=False).stdout))
     nodes = private_cluster(3)
     home, victim = nodes[1], nodes[0]
-    version = topology.parse_version(home.admin.ctl(["version"]).strip())
-    if version is None or version < topology.REPLICATED_SINCE:
-        pytest.skip(f"RabbitMQ {version}: calc.dlq is a classic queue on one node before 4.0 "
-                    "(run with CALC_CHAOS_BROKER=container for 4.0)")
+    skip_before_replicated(topology.parse_version(home.admin.ctl(["version"]).strip()))
     audit = int(CHAOS_ENV["CALC_AUDIT_MAX_LENGTH"])
     # Everything led by `home`, where the services connect, except calc.dlq: a quorum queue's
     # first leader is the node that declared it, so it is declared (empty) again through `victim`.
