@@ -48,7 +48,7 @@ class Outcome:
 def failure_word(routing_key: str, request: codec.Requested | None) -> str:
     """The `<word>` of `calc.failed.<word>`: the arrival key's word, else the body's, else unknown."""
     word = word_of_requested_key(routing_key)
-    if word is not None:
+    if word is not None and codec.fits_short_string(word):  # not octets a decoder had to escape
         return word
     if request is not None:
         label = codec.operation_label(int(request.operation))
@@ -102,7 +102,7 @@ def evaluate(incoming: codec.Incoming, max_bytes: int) -> Outcome:
     except CalculationError as exc:
         return failed(codec.reason_of(exc), str(exc))
     if word_of_requested_key(incoming.routing_key) != operation.word:
-        return failed(MALFORMED, f"routing key {frames.escaped(incoming.routing_key)!r} does not match "
+        return failed(MALFORMED, f"routing key '{frames.printable(incoming.routing_key)}' does not match "
                                  f"operation {operation.word}")
     try:
         result = compute(operation, list(request.operands))

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from consumer.handler import Outcome, evaluate, failure_word
 from gen import calc_pb2
 from messaging import codec, topology
-from messaging.errors import Permanent, Transient, TransientFault, Unencodable
+from messaging.errors import ConfigurationError, Transient, TransientFault, Unencodable
 from messaging.logs import kv
 from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish
@@ -197,7 +197,7 @@ class ConsumerService:
         self._subscriptions: list[tuple[aiormq.abc.AbstractChannel, str]] = []
         self._resubscribing: asyncio.Task[None] | None = None
         self._stopping = False
-        self.failure: Permanent | None = None
+        self.failure: ConfigurationError | None = None
         """The permanent failure (a refused publish) that stopped the work, if any."""
         self.failed = asyncio.Event()  # set with `failure`: the service must stop
         self.settle_grace = SETTLE_GRACE_S  # at stop, after the last acks: see let_acks_land
@@ -217,7 +217,8 @@ class ConsumerService:
         for name in self._queues:
             await self._redeliveries_one_by_one(name)
         channel.reopen_callbacks.add(self._on_reopen)
-        await self._subscribe()
+        if self.failure is None:  # a refusal in the pass above: the service is stopping
+            await self._subscribe()
 
     async def _check_queues(self) -> None:
         """Passively declare the work queues on a throwaway channel.
@@ -275,6 +276,8 @@ class ConsumerService:
                 # the window of a lost connection came back: one by one again, as at start
                 for name in self._queues:
                     await self._redeliveries_one_by_one(name)
+                if self.failure is not None:
+                    return
                 await self._subscribe()
                 log.info("consuming again", extra=kv(why=why))
                 return
@@ -295,11 +298,13 @@ class ConsumerService:
         """
         assert self._consume_channel is not None
         channel = await self._consume_channel.get_underlay_channel()
-        while True:
+        while not self._stopping and self.failure is None:
             message = await channel.basic_get(queue, no_ack=False)
             if not isinstance(message.delivery, spec_basic.GetOk):
                 return  # GetEmpty
-            await self._on_message(message)
+            # shielded: a stop() that cancels this pass lets the message finish (its drain waits
+            # for it) instead of leaving an outcome confirmed and its delivery unsettled
+            await asyncio.shield(self._on_message(message))
             await self._flush_acks()
             if not message.delivery.redelivered:
                 return
@@ -360,7 +365,7 @@ class ConsumerService:
         incoming = codec.incoming_of(message)
         try:
             await self._handle(message, incoming)
-        except Permanent as exc:
+        except ConfigurationError as exc:
             # An operator has to fix this (a permission, the topology): no message is at fault,
             # so hand it back uncounted and stop the service.
             await self._settle(message, "requeue")
@@ -418,6 +423,10 @@ class ConsumerService:
                 await self._settle(message, "reject")
         except Transient as exc:
             await self._transient(message, incoming, outcome, attempt, str(exc))
+        except Unencodable as exc:  # not even its failure can be put on the wire: the DLQ keeps it
+            log.error("failure event cannot be encoded; dead-lettered without one", extra=kv(
+                event_id=outcome.event_id, correlation_id=outcome.correlation_id, error=str(exc)))
+            await self._settle(message, "reject")
 
     @property
     def _channel(self) -> AbstractChannel:
@@ -546,11 +555,18 @@ class ConsumerService:
     async def _dead_letter_ourselves(self, message: DeliveredMessage, forged: list[str]) -> bool:
         """Publish the message to calc.dlx without its `x-` headers; True once confirmed."""
         incoming = codec.incoming_of(message)
+        key = incoming.routing_key if codec.fits_short_string(incoming.routing_key) else "undecodable"
         copy = codec.dead_letter_copy(message.body, message.header.properties, incoming.attempt, forged)
         try:
-            await publish(self._channel, topology.DEAD_LETTER_EXCHANGE, copy, incoming.routing_key,
-                          self.settings.publish_timeout)
-        except (Transient, Unencodable) as exc:
+            try:
+                await publish(self._channel, topology.DEAD_LETTER_EXCHANGE, copy, key,
+                              self.settings.publish_timeout)
+            except Unencodable as exc:  # another header cannot be sent again: keep the rest
+                copy = codec.reduced_dead_letter_copy(message.body, message.header.properties,
+                                                      incoming.attempt, forged, str(exc))
+                await publish(self._channel, topology.DEAD_LETTER_EXCHANGE, copy, key,
+                              self.settings.publish_timeout)
+        except Transient as exc:
             log.error("could not dead-letter a message with forged broker headers; requeued", extra=kv(
                 message_id=incoming.message_id, correlation_id=incoming.correlation_id,
                 forged=",".join(forged), error=str(exc)))

@@ -20,7 +20,8 @@ from dlq_inspector.reader import Delivery, DlqScan
 from dlq_inspector.render import Progress
 from dlq_inspector.selection import Found, Selection
 from messaging import codec, topology
-from messaging.errors import CalcEventsError, PublishFailed
+from messaging.errors import CalcEventsError, PublishFailed, Unencodable
+from messaging.frames import printable
 from messaging.publisher import publish
 from messaging.settings import Settings
 
@@ -76,6 +77,9 @@ class _Pace:
 
 async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: str,
                    settings: Settings) -> None:
+    if not codec.fits_short_string(routing_key):  # octets a decoder had to escape: not sendable
+        raise Unencodable(f"its routing key '{printable(routing_key)}' is not UTF-8: it cannot be "
+                          "published again (purge it, or export it to keep the bytes)")
     message = codec.copy_message(delivery.message.body, delivery.message.properties, REPLAY_ATTEMPT,
                                  app_id=codec.APP_INSPECTOR)
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),

@@ -71,8 +71,8 @@ class DeadLetter:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    if isinstance(value, bytes):  # a long string that is not UTF-8: kept, escaped for display
+        return value.decode("utf-8", "surrogateescape")
     return "" if value is None else str(value)
 
 
@@ -80,7 +80,10 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, ValueError, OSError):  # a raw timestamp past datetime's range
+            return None
     return None
 
 

@@ -353,6 +353,29 @@ def dead_letter_copy(body: bytes, original: Basic.Properties, attempt: int,
     return copy
 
 
+UNENCODABLE_HEADER = "unencodable"
+"""Client header of a reduced dead-letter copy: why the properties could not be sent as they came."""
+
+
+def reduced_dead_letter_copy(body: bytes, original: Basic.Properties, attempt: int,
+                             forged: Sequence[str], error: str) -> Outgoing:
+    """The body and only the identifying properties that fit, for a message whose other headers
+    cannot be encoded again (a double past a float, bytes that are not UTF-8, nesting too deep)."""
+    def kept(value: str | None) -> str | None:
+        return value if value and fits_short_string(value) else None
+
+    return Outgoing(body, Basic.Properties(
+        content_type=kept(original.content_type),
+        message_type=kept(original.message_type),
+        message_id=kept(original.message_id),
+        correlation_id=kept(original.correlation_id),
+        delivery_mode=PERSISTENT,
+        headers={ATTEMPT_HEADER: attempt,
+                 FORGED_HEADER: ", ".join(frames.escaped(name) for name in forged),
+                 UNENCODABLE_HEADER: frames.escaped(error)[:500]},
+    ))
+
+
 def incoming_of(message: DeliveredMessage) -> Incoming:
     """The parts of a delivery (a consumed or a got message) a handler looks at."""
     properties = message.header.properties

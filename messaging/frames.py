@@ -43,6 +43,10 @@ MAX_DEPTH = 32
 
 FrameTuple = tuple[int, int, Any]
 
+
+class RawTimestamp(int):
+    """A header timestamp out of datetime's range, kept as its number (and sent again as a timestamp)."""
+
 _strict: Callable[[bytes], FrameTuple] = pamqp.frame.unmarshal
 
 
@@ -84,26 +88,34 @@ class OctetProperties(commands.Basic.Properties):
         return super().encode_property(name, value)
 
 
-def _octet_table(table: dict[str, Any]) -> bytes:
+def _octet_table(table: dict[str, Any], depth: int = 0) -> bytes:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"headers nested deeper than {MAX_DEPTH} levels")
     parts = []
     for key, item in table.items():
         raw = octets(key)
-        parts.append(struct.pack(">B", len(raw)) + raw + _octet_value(item))
+        parts.append(struct.pack(">B", len(raw)) + raw + _octet_value(item, depth + 1))
     data = b"".join(parts)
     return struct.pack(">I", len(data)) + data
 
 
-def _octet_value(item: Any) -> bytes:
+def _octet_value(item: Any, depth: int) -> bytes:
     if isinstance(item, str):
         raw = octets(item)
         return b"S" + struct.pack(">I", len(raw)) + raw
+    if isinstance(item, bytes):  # a long string that was not UTF-8: the same octets again
+        return b"S" + struct.pack(">I", len(item)) + item
     if isinstance(item, dict):
-        return b"F" + _octet_table(item)
+        return b"F" + _octet_table(item, depth)
     if isinstance(item, list):
-        data = b"".join(_octet_value(inner) for inner in item)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"headers nested deeper than {MAX_DEPTH} levels")
+        data = b"".join(_octet_value(inner, depth + 1) for inner in item)
         return b"A" + struct.pack(">I", len(data)) + data
-    if isinstance(item, int) and not isinstance(item, bool) and item >= 2**63:
-        return b"T" + struct.pack(">Q", item)  # an out-of-range timestamp kept raw: only those are
+    if isinstance(item, RawTimestamp):
+        return b"T" + struct.pack(">Q", item)
+    if isinstance(item, float):  # pamqp would send a 4-byte float: a double stays a double
+        return b"d" + struct.pack(">d", item)
     return encode.encode_table_value(item)
 
 
@@ -235,7 +247,7 @@ class _Reader:
         except (ValueError, OverflowError, OSError):
             (raw,) = struct.unpack_from(">Q", self.data, offset)
             self.problems.append(f"{where}: timestamp {raw} is out of range")
-            return offset + 8, raw if keep_raw else None
+            return offset + 8, RawTimestamp(raw) if keep_raw else None
 
     def _table(self, offset: int, where: str, depth: int) -> tuple[int, dict[str, Any]]:
         (length,) = struct.unpack_from(">I", self.data, offset)

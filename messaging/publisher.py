@@ -134,6 +134,9 @@ async def publish(channel: AbstractChannel, exchange: str, message: Outgoing, ro
     except TimeoutError:
         _count(app, exchange, routing_key, "timeout")
         raise PublishFailed(f"no confirm for {routing_key!r} within {confirm_timeout}s") from None
+    except RecursionError as exc:  # a RuntimeError, but an encoding one: headers nested too deep
+        _count(app, exchange, routing_key, "unencodable")
+        raise Unencodable(f"cannot encode the message for {routing_key!r}: {exc}") from None
     except _CHANNEL_ERRORS as exc:
         _count(app, exchange, routing_key, "lost")
         raise PublishFailed(f"channel lost while publishing {routing_key!r}: {exc!r}") from None

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from consumer.service import ConsumerService
@@ -28,6 +30,15 @@ BIN = Path(sys.executable).parent
 
 # Fast retries so tests take seconds; every service of one test shares these (same topology).
 FAST = {"CALC_RETRY_BASE_DELAY": "0.2", "CALC_RETRY_MAX_DELAY": "2", "CALC_CONNECT_TIMEOUT": "30"}
+
+
+def pika_params(url: str) -> pika.ConnectionParameters:
+    """pika's connection parameters for `url`: a client independent of aiormq and pamqp."""
+    parts = urlsplit(url)
+    return pika.ConnectionParameters(
+        host=parts.hostname, port=parts.port or 5672, virtual_host=unquote(parts.path[1:]) or "/",
+        credentials=pika.PlainCredentials(unquote(parts.username or "guest"),
+                                          unquote(parts.password or "guest")))
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:

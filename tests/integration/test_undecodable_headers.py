@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
 import pytest
@@ -21,6 +20,7 @@ from tests.integration.pipeline import (
     ROOT,
     collect,
     declare,
+    pika_params,
     queue_depth,
     service_env,
     settings_for,
@@ -51,16 +51,8 @@ POISON: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _pika_params(url: str) -> pika.ConnectionParameters:
-    parts = urlsplit(url)
-    return pika.ConnectionParameters(
-        host=parts.hostname, port=parts.port or 5672, virtual_host=unquote(parts.path[1:]) or "/",
-        credentials=pika.PlainCredentials(unquote(parts.username or "guest"),
-                                          unquote(parts.password or "guest")))
-
-
-def _pika_publish(url: str, messages: list[tuple[bytes, str, dict[str, Any]]]) -> None:
-    params = _pika_params(url)
+def _pika_publish(url: str, messages: list[tuple[bytes, str | bytes, dict[str, Any]]]) -> None:
+    params = pika_params(url)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(10_000)  # pika encodes the deep header recursively too
     connection = pika.BlockingConnection(params)
@@ -90,9 +82,12 @@ async def test_undecodable_headers_are_one_failure_each_and_the_neighbours_are_u
         vhost_url: str, tmp_path: Path) -> None:
     await declare(settings_for(vhost_url))
     neighbours = [f"good-{i}" for i in range(200)]
-    poisons = {name: f"poison-{index}" for index, name in enumerate(POISON)}
+    poisons = {name: f"poison-{index}" for index, name in enumerate([*POISON, "routing key"])}
     messages = [(*_request(event_id), {"correlation_id": event_id}) for event_id in neighbours[:100]]
     messages += [(*_request(poisons[name]), properties) for name, (properties, _) in POISON.items()]
+    # a routing key that is not UTF-8, delivered to calc.work.basic through a CC header
+    body, _ = _request(poisons["routing key"])
+    messages.append((body, b"calc.requested.\xff\xfe", {"headers": {"CC": ["calc.requested.add"]}}))
     messages += [(*_request(event_id), {"correlation_id": event_id}) for event_id in neighbours[100:]]
     await asyncio.to_thread(_pika_publish, vhost_url, messages)
 
@@ -112,7 +107,9 @@ async def test_undecodable_headers_are_one_failure_each_and_the_neighbours_are_u
     assert completed == sorted(neighbours)  # every neighbour once: none redone, none dead-lettered
     failed = {event.request_event_id: event for event in results.failed()}
     assert sorted(failed) == sorted(poisons.values()) and len(results.failed()) == len(poisons)
-    for name, (_, words) in POISON.items():
+    expected = {**{name: words for name, (_, words) in POISON.items()},
+                "routing key": "routing key 'calc.requested.\\xff\\xfe' does not match operation add"}
+    for name, words in expected.items():
         event = failed[poisons[name]]
         assert codec.reason_name(event.reason) == "MALFORMED_MESSAGE"
         assert words in event.detail, (name, event.detail)
@@ -143,20 +140,25 @@ async def test_undecodable_headers_are_one_failure_each_and_the_neighbours_are_u
     try:
         wait_for_line(log, "consuming")
         replay = _inspector(vhost_url, "replay", "--all", "--yes", "--json")
-        assert replay.returncode == 0, replay.stderr
-        assert json.loads(replay.stdout)["done"] == len(poisons)
-        again = await collect(vhost_url, topology.AUDIT_QUEUE, len(poisons), timeout=60, quiet=2.0)
+        assert replay.returncode == 1, replay.stderr  # one could not be replayed
+        replayed = json.loads(replay.stdout)
+        again = await collect(vhost_url, topology.AUDIT_QUEUE, len(poisons) - 1, timeout=60, quiet=2.0)
     finally:
         assert stop_process(consumer) == 0
+    # a routing key that is not UTF-8 cannot be published again: it stays, with the reason
+    assert replayed["done"] == len(poisons) - 1
+    assert [f["event_id"] for f in replayed["failed"]] == [poisons["routing key"]]
+    assert "is not UTF-8: it cannot be published again" in replayed["failed"][0]["error"]
     # The replay sends the octets it read as they came, so those fail the same way again. It
-    # cannot send what the decoder dropped (an out-of-range timestamp, nesting past 32 levels),
-    # and app_id becomes the inspector's: those replays are clean requests, and complete.
+    # cannot send what the decoder dropped (an out-of-range timestamp property, nesting past 32
+    # levels), and app_id becomes the inspector's: those replays are clean requests, and complete.
     cleaned = {poisons[name] for name in ("app_id", "timestamp", "deep nesting")}
-    assert sorted(e.request_event_id for e in again.failed()) == sorted(set(poisons.values()) - cleaned)
+    refailed = set(poisons.values()) - cleaned - {poisons["routing key"]}
+    assert sorted(e.request_event_id for e in again.failed()) == sorted(refailed)
     assert sorted(e.request_event_id for e in again.completed()) == sorted(cleaned)
     assert {e.detail for e in again.failed()} == {
-        e.detail for e in results.failed() if e.request_event_id not in cleaned}
-    assert await queue_depth(vhost_url, topology.DLQ) == len(poisons) - len(cleaned)
+        e.detail for e in results.failed() if e.request_event_id in refailed}
+    assert await queue_depth(vhost_url, topology.DLQ) == len(refailed) + 1
     raw = await asyncio.to_thread(_pika_correlation_ids, vhost_url)
     assert b"\xff\xfe-corr" in raw  # the bytes as the foreign client sent them
 
@@ -167,13 +169,13 @@ async def test_undecodable_headers_are_one_failure_each_and_the_neighbours_are_u
 
 def _pika_correlation_ids(url: str) -> list[bytes]:
     """The correlation ids of the DLQ as raw octets, read by pika (which does not decode them)."""
-    params = _pika_params(url)
+    params = pika_params(url)
     connection = pika.BlockingConnection(params)
     found: list[bytes] = []
     try:
         channel = connection.channel()
         tags = []
-        for _ in range(len(POISON)):
+        for _ in range(len(POISON) + 1):
             method, properties, _ = channel.basic_get(topology.DLQ, auto_ack=False)
             if method is None:
                 break

@@ -150,9 +150,44 @@ async def test_a_broken_stream_still_raises() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_property_bytes_give_a_header_frame(tail: bytes) -> None:
-    """Whatever follows the flags, the decoder returns a frame (pamqp's, or one naming a problem)."""
+    """Whatever follows the flags, the decoder returns the whole frame: pamqp's own where pamqp can
+    read it, else one naming a problem."""
     payload = struct.pack(">HHQH", 60, 0, 5, 0xFFF8) + tail
     data = struct.pack(">BHI", 2, 1, len(payload)) + payload + b"\xce"
-    _, _, frame = frames.unmarshal(data)
+    try:
+        frames._strict(data)
+        strict_ok = True
+    except Exception:
+        strict_ok = False
+    consumed, channel, frame = frames.unmarshal(data)
+    assert (consumed, channel) == (len(data), 1)
     assert isinstance(frame, header.ContentHeader)
     assert frame.body_size == 5
+    assert (frames.UNDECODABLE in (frame.properties.headers or {})) is not strict_ok
+
+
+@pytest.mark.parametrize("case", ["correlation_id", "header key", "nested key", "key in array",
+                                  "header timestamp"])
+async def test_what_was_read_is_sent_again_as_the_same_octets(case: str) -> None:
+    """A retry or a replay (OctetProperties) writes back the octets a lenient decoding kept."""
+    data = POISON[case][0]
+    frame = await _read(data)
+    assert isinstance(frame, header.ContentHeader)
+    values = {name: getattr(frame.properties, name) for name in frame.properties.__slots__}
+    values["headers"] = {k: v for k, v in (values["headers"] or {}).items() if k != frames.UNDECODABLE}
+    again = frames.OctetProperties(**{k: v for k, v in values.items() if v is not None and v != {}})
+    assert header.ContentHeader(0, 3, again).marshal() == data[7:-1]
+
+
+def test_headers_nested_past_the_limit_are_not_encoded() -> None:
+    deep: object = 1
+    for _ in range(frames.MAX_DEPTH + 2):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested deeper"):
+        frames.OctetProperties(headers={"deep": deep}).marshal()
+
+
+def test_a_double_and_octets_that_are_not_utf8_are_sent_as_they_came() -> None:
+    properties = frames.OctetProperties(headers={"big": 1e300, "raw": b"\xff"})
+    encoded = properties.marshal()
+    assert b"\x03bigd" + struct.pack(">d", 1e300) in encoded and b"\x03rawS\x00\x00\x00\x01\xff" in encoded

@@ -206,3 +206,11 @@ _DEATH = {"queue": "calc.retry.1", "reason": "expired", "count": 1, "exchange": 
 ])
 def test_forged_broker_headers(headers: dict[str, object], forged: list[str]) -> None:
     assert codec.forged_headers(headers) == forged
+
+
+def test_a_routing_key_that_was_not_utf8_gives_the_failure_the_bodys_word() -> None:
+    """calc.failed.<word> is a routing key the broker must accept: never escaped octets."""
+    outcome = evaluate(_incoming(_request(Operation.ADD, 2, 3), routing_key="calc.requested.\udcff"), 1024)
+    assert outcome.reason == R.FAILURE_REASON_MALFORMED_MESSAGE
+    assert outcome.word == "add"
+    assert outcome.detail == "routing key 'calc.requested.\\xff' does not match operation add"
