@@ -9,7 +9,6 @@ cluster is containers on a docker network of their own.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
@@ -19,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.admin import ContainerCtlAdmin
-from tests.support.private_node import PrivateNodeError, TlsFiles, cleanup_all, free_port, join_cluster
+from tests.support.private_node import (
+    ClusterMember,
+    PrivateNodeError,
+    TlsFiles,
+    cleanup_all,
+    free_port,
+    join_cluster,
+)
 from tests.support.readiness import amqp_handshake_ok, wait_for
 
 DEFAULT_IMAGE = "rabbitmq:4.0-management"
@@ -30,10 +36,10 @@ DEFINITIONS_FILE = "/etc/rabbitmq/calc-definitions.json"
 AMQP_PORT, AMQPS_PORT = 5672, 5671
 
 
-class ContainerNode:
+class ContainerNode(ClusterMember):
     """One broker container with what the chaos tests use of a PrivateNode: `url`, `tls_url`,
     `admin.ctl`, `kill()`, `start()` and `restart()` (same data, same ports), `stop()`,
-    `freeze()` and `thaw()`, and joining a cluster.
+    `freeze()` and `thaw()`, and joining a cluster (ClusterMember).
 
     The host name is the container's name, so the node is rabbit@<name> before and after a
     restart, and other containers on its network reach it by that name.
@@ -216,26 +222,6 @@ class ContainerNode:
         if wrapped.status == "paused":
             wrapped.unpause()
         self._container.stop()
-
-    # -- clustering ------------------------------------------------------------------------
-
-    def join(self, seed: ContainerNode) -> None:
-        """Join `seed`'s cluster: stop_app, join_cluster, start_app (the nodes share a cookie)."""
-        if seed.cookie != self.cookie:
-            raise PrivateNodeError("nodes of one cluster need the same Erlang cookie")
-        for args in (["stop_app"], ["join_cluster", seed.nodename], ["start_app"]):
-            self.admin.ctl(args, 120)
-        self.admin.ctl(["await_startup", "--timeout", "60"], 75)
-
-    def cluster_status(self) -> dict[str, object]:
-        """`rabbitmqctl cluster_status` as parsed JSON."""
-        status: dict[str, object] = json.loads(self.admin.ctl(["cluster_status", "--formatter", "json"]))
-        return status
-
-    def running_nodes(self) -> list[str]:
-        """Names of the cluster's running nodes, as this node sees them."""
-        nodes = self.cluster_status().get("running_nodes", [])
-        return sorted(str(n) for n in nodes) if isinstance(nodes, list) else []
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import IO, Protocol, TypeVar
 
-from tests.support.admin import BrokerAdminError, LocalCtlAdmin
+from tests.support.admin import BrokerAdminError, LocalCtlAdmin, RabbitmqctlAdmin
 from tests.support.readiness import amqp_handshake_ok, wait_for
 
 NODE_USER = "rabbitmq"
@@ -82,7 +82,33 @@ def server_script() -> Path:
     )
 
 
-class PrivateNode:
+class ClusterMember:
+    """Clustering through a node's own rabbitmqctl: what private nodes and containers share."""
+
+    nodename: str
+    cookie: str
+    admin: RabbitmqctlAdmin
+
+    def join(self, seed: ClusterMember) -> None:
+        """Join `seed`'s cluster: stop_app, join_cluster, start_app (the nodes share a cookie)."""
+        if seed.cookie != self.cookie:
+            raise PrivateNodeError("nodes of one cluster need the same Erlang cookie")
+        for args in (["stop_app"], ["join_cluster", seed.nodename], ["start_app"]):
+            self.admin.ctl(args, 120)
+        self.admin.ctl(["await_startup", "--timeout", "60"], 75)
+
+    def cluster_status(self) -> dict[str, object]:
+        """`rabbitmqctl cluster_status` as parsed JSON."""
+        status: dict[str, object] = json.loads(self.admin.ctl(["cluster_status", "--formatter", "json"]))
+        return status
+
+    def running_nodes(self) -> list[str]:
+        """Names of the cluster's running nodes, as this node sees them."""
+        nodes = self.cluster_status().get("running_nodes", [])
+        return sorted(str(n) for n in nodes) if isinstance(nodes, list) else []
+
+
+class PrivateNode(ClusterMember):
     """One RabbitMQ node with its own name, ports, cookie, config, data and log directories.
 
     Nothing is shared with the machine's own broker except epmd and the installed binaries:
@@ -304,26 +330,6 @@ class PrivateNode:
             os.chown(target, account.pw_uid, account.pw_gid)
         self.admin.ctl(["import_definitions", str(target)], timeout=120)
 
-    # -- clustering ------------------------------------------------------------------------
-
-    def join(self, seed: PrivateNode) -> None:
-        """Join `seed`'s cluster: stop_app, join_cluster, start_app (the nodes share a cookie)."""
-        if seed.cookie != self.cookie:
-            raise PrivateNodeError("nodes of one cluster need the same Erlang cookie")
-        for args in (["stop_app"], ["join_cluster", seed.nodename], ["start_app"]):
-            self.admin.ctl(args, 120)
-        self.admin.ctl(["await_startup", "--timeout", "60"], 75)
-
-    def cluster_status(self) -> dict[str, object]:
-        """`rabbitmqctl cluster_status` as parsed JSON."""
-        status: dict[str, object] = json.loads(self.admin.ctl(["cluster_status", "--formatter", "json"]))
-        return status
-
-    def running_nodes(self) -> list[str]:
-        """Names of the cluster's running nodes, as this node sees them."""
-        nodes = self.cluster_status().get("running_nodes", [])
-        return sorted(str(n) for n in nodes) if isinstance(nodes, list) else []
-
     # -- internals -------------------------------------------------------------------------
 
     def beam_pids(self) -> list[int]:
@@ -440,17 +446,7 @@ class PrivateNode:
         return f"PrivateNode({self.nodename!r}, amqp={self.amqp_port}, dir={str(self.base_dir)!r})"
 
 
-class _Member(Protocol):
-    """What joining a cluster uses of a node: a PrivateNode or a ContainerNode."""
-
-    nodename: str
-
-    def join(self, seed: Any) -> None: ...
-
-    def running_nodes(self) -> list[str]: ...
-
-
-def join_cluster(nodes: Sequence[_Member], timeout: float = 60.0) -> None:
+def join_cluster(nodes: Sequence[ClusterMember], timeout: float = 60.0) -> None:
     """Join nodes[1:] to nodes[0] and wait until every node sees all of them running."""
     seed, *others = nodes
     for node in others:
@@ -460,7 +456,7 @@ def join_cluster(nodes: Sequence[_Member], timeout: float = 60.0) -> None:
         _wait_until_sees(node, expected, timeout)
 
 
-def _wait_until_sees(node: _Member, expected: list[str], timeout: float) -> None:
+def _wait_until_sees(node: ClusterMember, expected: list[str], timeout: float) -> None:
     wait_for(lambda: node.running_nodes() == expected, timeout, 0.5, f"{node.nodename} to see {expected}")
 
 
