@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from messaging import topology
 from tests.chaos.conftest import Row
@@ -36,12 +37,32 @@ PRELOADED = 30_000
 """Requests queued before the consumer starts: it is still working through them at the alarm."""
 DURING = 50
 """Requests the producer starts while the alarm holds."""
-TIMEOUT = 1.0  # CALC_PUBLISH_TIMEOUT for both services
+TIMEOUT = 2.0
+"""CALC_PUBLISH_TIMEOUT for both services: short, so a held publish would time out during the
+alarm, and above the confirm latency of a quorum calc.results.audit (RabbitMQ 4) on a loaded machine."""
 
 _BLOCKED = "was blocked by: 'low on memory'"
 _PAUSED = "WARNING messaging.publisher publishing paused: the broker blocks this connection"
 _RESUMED = "WARNING messaging.publisher publishing resumed paused_s="
 _TIMED_OUT = re.compile(r"no confirm for '[\w.]+' within")
+
+
+QUEUE_TICK_S = 6.0
+"""More than a quorum queue's tick (5 s), after which its reported counts are current."""
+
+
+def _steady_ready(node: Any, queue: str, timeout: float = 60.0) -> int:
+    """The ready count of `queue` once it has stayed the same for a whole QUEUE_TICK_S."""
+    deadline = time.monotonic() + timeout
+    value, since = queue_stats(node)[queue].ready, time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = queue_stats(node)[queue].ready
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= QUEUE_TICK_S:
+            return value
+    raise AssertionError(f"{queue} kept growing during the alarm (ready {value}): a result got through")
 
 
 async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_duplicated(
@@ -61,9 +82,11 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
             # deliveries in hand were going out, and to the producer after its 50 went out
             consumer.wait_line(_BLOCKED, 30)
             producer.wait_line(_BLOCKED, 30)
-            audit = queue_stats(node)[topology.AUDIT_QUEUE].ready
+            # a quorum queue (calc.results.audit on RabbitMQ 4) reports its counts once a tick: a
+            # count read now may not yet hold the results confirmed before the notice
+            audit = _steady_ready(node, topology.AUDIT_QUEUE)
             # three confirm timeouts: whatever was written before the notice is held, not timed out
-            time.sleep(3 * TIMEOUT)
+            time.sleep(max(3 * TIMEOUT, QUEUE_TICK_S))
             assert queue_stats(node)[topology.AUDIT_QUEUE].ready == audit, "a result got through the alarm"
             assert consumer.running() and producer.running()
             assert bulk_confirmed(producer.log) == 0, "a request was confirmed during the alarm"
