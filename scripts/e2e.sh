@@ -264,8 +264,11 @@ probe_as() {  # service label url checks...
 probe_as producer "calc-producer" "" \
   deny:get:calc.dlq deny:consume:calc.dlq deny:purge:calc.work.basic deny:publish:calc.results \
   deny:publish:calc.retry.1 deny:publish:amq.default deny:declare:calc.e2e.probe allow:passive:calc.dlq
+# the consumer may publish to calc.dlx (a request with a forged x-death is dead-lettered by the
+# consumer, not the broker): tests/unit/test_deploy_definitions.py holds that grant, not this probe,
+# whose publish would leave a probe message in calc.dlq
 probe_as consumer-basic "calc-consumer" "" \
-  deny:get:calc.dlq deny:get:calc.results.audit deny:publish:calc.requests deny:publish:calc.dlx \
+  deny:get:calc.dlq deny:get:calc.results.audit deny:publish:calc.requests \
   deny:declare:calc.e2e.probe
 probe_as dlq-inspector "calc-inspector" "" \
   allow:get:calc.dlq deny:get:calc.work.basic deny:get:calc.results.audit deny:publish:calc.results \
