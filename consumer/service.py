@@ -17,7 +17,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic as spec_basic
 from prometheus_client import Counter, Gauge, Histogram
 
-from consumer.handler import Outcome, evaluate, failure_word
+from consumer.handler import MALFORMED, Outcome, evaluate, failure_word
 from gen import calc_pb2
 from messaging import codec, topology
 from messaging.errors import ConfigurationError, Transient, TransientFault, Unencodable
@@ -29,7 +29,6 @@ from messaging.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRIES_EXHAUSTED = calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED
-MALFORMED = calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE
 
 Settle = Literal["ack", "reject", "requeue", "requeue-failed"]
 """ack; reject to the DLQ; requeue, not the message's fault; requeue as a failed delivery."""
@@ -526,10 +525,10 @@ class ConsumerService:
         if how == "reject":
             forged = codec.forged_headers(message.header.properties.headers or {})
             if forged:  # a client's x-death: never hand it to the broker's dead-letter worker
-                how = "ack" if await self._dead_letter_ourselves(message, forged) else "requeue"
-                if how == "ack":
+                if await self._dead_letter_ourselves(message, forged):
                     await self._settle(message, "ack")
                     return
+                how = "requeue"
         try:
             assert tag is not None
             if how == "reject":
