@@ -148,7 +148,11 @@ class Store:
             async with self.pool.acquire() as connection, connection.transaction():
                 rows = await connection.fetchmany(sql.RECORD, args)
         except Exception as exc:
-            raise self.error(exc) from None
+            error = self.error(exc)
+            if isinstance(error, DatabaseRefused):
+                # a session keeps the read-only default it started with: the next try needs new ones
+                await self.pool.expire_connections()
+            raise error from None
         new = sum(1 for row in rows if row["outcomes"] == 1)
         return Recorded(new=new, again=len(rows) - new, seen=len(outcomes) - len(rows))
 
