@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import pika
 import pytest
@@ -150,7 +151,7 @@ async def test_bad_outcomes_go_to_the_journal_dlq_with_their_reason(
     no_request = calc_pb2.CalculationFailed(event_id="f-1", reason=calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE)
     no_event = calc_pb2.CalculationCompleted(request_event_id="req-x", result=1.0)
     nul = calc_pb2.CalculationCompleted(event_id="e-nul", request_event_id="req\x00nul", result=1.0)
-    bad = [
+    bad: list[tuple[bytes, dict[str, Any], str]] = [
         (b"\xff\xfe not protobuf", {"type": codec.TYPE_COMPLETED}, record.UNDECODABLE),
         (b"", {"type": "calc.v1.Something"}, record.UNEXPECTED_TYPE),
         (b"", {"type": codec.TYPE_COMPLETED, "content_type": "text/plain"}, record.UNEXPECTED_TYPE),
