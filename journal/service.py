@@ -33,6 +33,8 @@ DATABASE = Backoff(first=0.5, cap=5.0)
 RESUBSCRIBE = Backoff(first=0.5, cap=10.0)
 DRAIN_TIMEOUT_S = 30.0
 """Shutdown: how long the last batches get to commit; what is left is redelivered later."""
+PROBE_S = 5.0
+"""While no batch was written for this long, a ping says whether the database is still there."""
 REASON_HEADER = "reason"
 DETAIL_HEADER = "detail"
 
@@ -79,6 +81,9 @@ class JournalService:
         self._publish: AbstractChannel | None = None
         self._subscription: tuple[aiormq.abc.AbstractChannel, str] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._last_write = time.monotonic()
+        self._ping_down = False  # the database is marked down by a failed ping, not a failed write
         self._resubscribing: asyncio.Task[None] | None = None
         self._stopping = False
         self.acked = 0
@@ -99,6 +104,7 @@ class JournalService:
         channel.reopen_callbacks.add(self._on_reopen)
         self.health.database = True
         self._writer = asyncio.create_task(self._write_loop())
+        self._prober = asyncio.create_task(self._probe_loop())
         await self._subscribe()
 
     async def _subscribe(self) -> None:
@@ -155,6 +161,22 @@ class JournalService:
             log.info("deliveries of a closed channel dropped; the broker delivers them again",
                      extra=kv(count=len(lost)))
 
+    async def _probe_loop(self) -> None:
+        """Readiness between batches: an idle journal must still notice a database that went away."""
+        while True:
+            await asyncio.sleep(PROBE_S)
+            if time.monotonic() - self._last_write < PROBE_S:
+                continue
+            try:
+                await self.store.ping()
+            except (DatabaseUnavailable, DatabaseRefused) as exc:
+                if self.health.database:
+                    log.warning("database not reachable", extra=kv(error=str(exc)))
+                self._ping_down, self.health.database, self.health.error = True, False, str(exc)
+                continue
+            if self._ping_down:
+                self._ping_down, self.health.database = False, True
+
     async def _write_loop(self) -> None:
         while True:
             if not self._held:
@@ -187,7 +209,8 @@ class JournalService:
                 if await self._record([h for h in todo if isinstance(h.read, Outcome)]):
                     continue  # some rows were refused: they are Rejected now, for the DLQ
                 await self._ack(batch)
-                self.health.database = True
+                self.health.database, self._ping_down = True, False
+                self._last_write = time.monotonic()
                 return True
             except (DatabaseUnavailable, DatabaseRefused) as exc:
                 failures += 1
@@ -271,8 +294,9 @@ class JournalService:
         """Stop consuming, commit and ack what is held (for up to `timeout` s), close the channels."""
         self._stopping = True
         self.health.consuming = False
-        if self._resubscribing is not None:
-            self._resubscribing.cancel()
+        for task in (self._resubscribing, self._prober):
+            if task is not None:
+                task.cancel()
         if self._subscription is not None:
             channel, tag = self._subscription
             with contextlib.suppress(Exception):
