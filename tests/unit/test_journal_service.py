@@ -12,6 +12,7 @@ import pytest
 from pamqp.commands import Basic
 
 from gen import calc_pb2
+from journal import deadletter
 from journal import service as service_module
 from journal.record import REFUSED, UNDECODABLE, Outcome
 from journal.service import JournalService
@@ -37,6 +38,9 @@ class Store:
     def __init__(self, log: list[Any], failures: Sequence[Exception] = ()) -> None:
         self.log = log
         self.failures = list(failures)
+
+    async def ping(self) -> None:
+        pass
 
     async def record(self, outcomes: Sequence[Outcome]) -> Recorded:
         if self.failures:
@@ -70,7 +74,7 @@ def log(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         assert message.properties.headers is not None
         events.append(("dead-letter", message.properties.headers["reason"]))
 
-    monkeypatch.setattr(service_module, "publish", publish)
+    monkeypatch.setattr(deadletter, "publish", publish)
     monkeypatch.setattr(service_module, "DATABASE", Backoff(0.01, 0.01))
     monkeypatch.setattr(service_module, "LINGER_S", 0.05)
     events.append(failures)  # the test may make the next publishes fail
@@ -129,3 +133,29 @@ async def test_stopping_with_the_database_away_acks_nothing(log: list[Any]) -> N
     journal = await _run(down, [_message(channel, 1, "r1")], wait=0.3)
     await journal.stop(timeout=5)
     assert not [s for s in log[1:] if s[0] == "ack"] and journal.acked == 0
+
+
+async def test_an_idle_journal_notices_the_database_leave_and_come_back_by_ping() -> None:
+    from journal.health import DatabaseProbe, Health
+
+    answers: list[Exception | None] = [DatabaseUnavailable("gone"), None]
+
+    async def ping() -> None:
+        answer = answers.pop(0) if answers else None
+        if answer is not None:
+            raise answer
+
+    health = Health(database=True)
+    probe = DatabaseProbe(health, ping, (DatabaseUnavailable,), every=0.01)
+    probe.last_write = 0.0
+    task = asyncio.create_task(probe.run())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not answers:
+            break
+    await asyncio.sleep(0.05)
+    assert health.database and health.error == "gone"  # down at the first ping, up at the second
+    health.database = False  # now a write is refused: a ping that answers does not clear it
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert not health.database
