@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from messaging import topology
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
+    SETTLE_AFTER_DECLARE,
     Ledger,
     Service,
     bulk_args,
     bulk_summary,
     chaos_env,
+    queue_stats,
     read_ids,
     services,
     wait_settled,
@@ -98,10 +101,10 @@ def _wire_duplicates(ledger: Ledger) -> int:
     return events - len(ledger.completed_ids | ledger.failed_ids)
 
 
-def _check(ledger: Ledger, database_url: str) -> tuple[int, int]:
+def _check(ledger: Ledger, database_url: str, broker_url: str, log: Path) -> tuple[int, int]:
     """Assert the journal agrees with the wire; (rows, duplicates the journal counted)."""
     ledger.assert_exactly_once(max_duplicates=None)
-    wait_journal_caught_up(database_url, len(ledger.completed) + len(ledger.failed))
+    wait_journal_caught_up(database_url, len(ledger.completed) + len(ledger.failed), 120, broker_url, log)
     rows = journal_rows(database_url)
     rows.assert_exactly_once(ledger.sent, ledger.completed_ids, ledger.failed_ids | ledger.dead_ids)
     assert rows.duplicates == _wire_duplicates(ledger), "the journal counted other duplicates than the wire's"
@@ -136,7 +139,7 @@ async def test_journal_killed_mid_stream_records_each_request_once(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url)
+        rows, duplicates = _check(ledger, database_url, node.url, second.log)
         assert second.terminate() == 0
     reliability(Row(
         "journal SIGKILL mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
@@ -167,9 +170,42 @@ async def test_postgres_restarted_mid_stream_loses_no_row_and_doubles_none(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url)
+        rows, duplicates = _check(ledger, database_url, node.url, journal.log)
         assert journal.terminate() == 0
     reliability(Row(
         "PostgreSQL crash-restarted mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; the journal paused (nothing acked) while "
         "the database was down and resumed by itself; recovery: database down ~2 s, then rows again"))
+
+
+async def test_broker_killed_under_the_journal_it_consumes_again_and_records_each_request_once(
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
+    node = private_node()
+    env = chaos_env(node.url, CALC_JOURNAL_BATCH="200")
+    with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
+        time.sleep(SETTLE_AFTER_DECLARE)  # a quorum queue declared just before a node dies is lost
+        producer = _stream(started, env, tmp_path)
+        wait_until(lambda: _rows_now(database_url) >= 1_500, 120, "1,500 rows in the journal")
+        killed_at = time.monotonic()
+        node.kill()
+        time.sleep(2.0)
+        node.start()
+        wait_until(lambda: queue_stats(node)[topology.JOURNAL_QUEUE].consumers == 1, 60,
+                   "the journal to consume again after the restart")
+        recover = time.monotonic() - killed_at
+        assert producer.wait(300) == 0, producer.text()[-3000:]
+        wait_settled(node)
+        sent = read_ids(tmp_path / "ids.txt")
+        assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
+        ledger = await Ledger.collect(node.url, sent)
+        rows, duplicates = _check(ledger, database_url, node.url, journal.log)
+        assert journal.running() and "consuming again" in journal.text()
+        assert journal.terminate() == 0
+    reliability(Row(
+        "broker killed and restarted under the journal (journal rows)", COUNT, COUNT - rows, duplicates,
+        recover,
+        f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
+        "producer's and consumer's redeliveries) counted in the rows, as the audit queue shows them; "
+        "recovery: the journal consuming again"))

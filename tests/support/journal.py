@@ -61,8 +61,12 @@ async def journal_queue_counts(url: str) -> tuple[int, int]:
         await connection.close()
 
 
-def wait_journal_caught_up(database_url: str, expected_events: int, timeout: float = 180.0) -> None:
-    """Until the journal has recorded `expected_events` distinct outcome events (its inbox table)."""
+def wait_journal_caught_up(database_url: str, expected_events: int, timeout: float = 180.0,
+                           broker_url: str | None = None, log: Path | None = None) -> None:
+    """Until the journal has recorded `expected_events` distinct outcome events (its inbox table).
+
+    On a timeout the error says what calc.results.journal still holds (with `broker_url`) and
+    ends with the journal's log (with `log`)."""
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
@@ -70,7 +74,14 @@ def wait_journal_caught_up(database_url: str, expected_events: int, timeout: flo
         if seen >= expected_events:
             return
         time.sleep(0.5)
-    raise AssertionError(f"the journal recorded {seen} of {expected_events} outcome events in {timeout:.0f}s")
+    detail = ""
+    if broker_url is not None:
+        ready, consumers = run(journal_queue_counts(broker_url))
+        detail += f"; {topology.JOURNAL_QUEUE} has {ready} ready, {consumers} consumers"
+    if log is not None and log.exists():
+        detail += "\n" + log.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"the journal recorded {seen} of {expected_events} outcome events in "
+                         f"{timeout:.0f}s{detail}")
 
 
 async def _count_events(database_url: str) -> int:
