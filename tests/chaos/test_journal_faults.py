@@ -101,13 +101,22 @@ def _wire_duplicates(ledger: Ledger) -> int:
     return events - len(ledger.completed_ids | ledger.failed_ids)
 
 
-def _check(ledger: Ledger, database_url: str, broker_url: str, log: Path) -> tuple[int, int]:
-    """Assert the journal agrees with the wire; (rows, duplicates the journal counted)."""
+def _check(ledger: Ledger, database_url: str, broker_url: str, log: Path,
+           broker_crashed: bool = False) -> tuple[int, int]:
+    """Assert the journal agrees with the wire; (rows, duplicates the journal counted).
+
+    The journal's duplicates are the audit queue's, except after a broker crash: an outcome
+    whose publish was unconfirmed when the node died may be in one queue and not the other."""
     ledger.assert_exactly_once(max_duplicates=None)
-    wait_journal_caught_up(database_url, len(ledger.completed) + len(ledger.failed), 120, broker_url, log)
+    events = len(ledger.completed) + len(ledger.failed)
+    recorded = wait_journal_caught_up(database_url, events, 120, broker_url, log)
     rows = journal_rows(database_url)
     rows.assert_exactly_once(ledger.sent, ledger.completed_ids, ledger.failed_ids | ledger.dead_ids)
-    assert rows.duplicates == _wire_duplicates(ledger), "the journal counted other duplicates than the wire's"
+    wire = _wire_duplicates(ledger)
+    if broker_crashed:
+        assert rows.duplicates <= wire and recorded - len(rows.rows) == rows.duplicates
+    else:
+        assert (recorded, rows.duplicates) == (events, wire), "the journal saw other outcomes than the wire"
     return len(rows.rows), rows.duplicates
 
 
@@ -200,12 +209,12 @@ async def test_broker_killed_under_the_journal_it_consumes_again_and_records_eac
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url, node.url, journal.log)
+        rows, duplicates = _check(ledger, database_url, node.url, journal.log, broker_crashed=True)
         assert journal.running() and "consuming again" in journal.text()
         assert journal.terminate() == 0
     reliability(Row(
         "broker killed and restarted under the journal (journal rows)", COUNT, COUNT - rows, duplicates,
         recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
-        "producer's and consumer's redeliveries) counted in the rows, as the audit queue shows them; "
-        "recovery: the journal consuming again"))
+        f"producer's and consumer's redeliveries; the audit queue shows {_wire_duplicates(ledger)}) "
+        "counted in the rows; recovery: the journal consuming again"))

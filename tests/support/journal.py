@@ -62,17 +62,25 @@ async def journal_queue_counts(url: str) -> tuple[int, int]:
 
 
 def wait_journal_caught_up(database_url: str, expected_events: int, timeout: float = 180.0,
-                           broker_url: str | None = None, log: Path | None = None) -> None:
-    """Until the journal has recorded `expected_events` distinct outcome events (its inbox table).
+                           broker_url: str | None = None, log: Path | None = None) -> int:
+    """Until the journal has recorded `expected_events` distinct outcome events (its inbox
+    table), or, with `broker_url`, its queue is empty and the count has not moved for 5 s (after
+    a broker crash an outcome whose publish was not confirmed may be in the audit queue and not
+    in the journal's: its retry is in both). Returns the count recorded.
 
     On a timeout the error says what calc.results.journal still holds (with `broker_url`) and
     ends with the journal's log (with `log`)."""
     deadline = time.monotonic() + timeout
-    seen = -1
+    seen, still_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        seen = run(_count_events(database_url))
-        if seen >= expected_events:
-            return
+        now = run(_count_events(database_url))
+        if now >= expected_events:
+            return now
+        if now != seen:
+            seen, still_since = now, time.monotonic()
+        elif broker_url is not None and time.monotonic() - still_since > 5:
+            if run(journal_queue_counts(broker_url))[0] == 0:
+                return seen
         time.sleep(0.5)
     detail = ""
     if broker_url is not None:
