@@ -32,11 +32,12 @@ from tests.integration.pipeline import settings_for
 from tests.integration.test_journal_pipeline import _completed
 from tests.support.database import PrivatePostgres, run
 from tests.support.journal import (
+    assert_journal_matches,
     journal_rows,
     running_journal,
     start_journal,
     wait_acked,
-    wait_journal_caught_up,
+    wire_duplicates,
 )
 from tests.support.private_node import NodeFactory
 
@@ -96,30 +97,6 @@ def _rows_now(database_url: str) -> int:
         return -1  # the database is down
 
 
-def _wire_duplicates(ledger: Ledger) -> int:
-    events = len(ledger.completed) + len(ledger.failed)
-    return events - len(ledger.completed_ids | ledger.failed_ids)
-
-
-def _check(ledger: Ledger, database_url: str, broker_url: str, log: Path,
-           broker_crashed: bool = False) -> tuple[int, int]:
-    """Assert the journal agrees with the wire; (rows, duplicates the journal counted).
-
-    The journal's duplicates are the audit queue's, except after a broker crash: an outcome
-    whose publish was unconfirmed when the node died may be in one queue and not the other."""
-    ledger.assert_exactly_once(max_duplicates=None)
-    events = len(ledger.completed) + len(ledger.failed)
-    recorded = wait_journal_caught_up(database_url, events, 120, broker_url, log)
-    rows = journal_rows(database_url)
-    rows.assert_exactly_once(ledger.sent, ledger.completed_ids, ledger.failed_ids | ledger.dead_ids)
-    wire = _wire_duplicates(ledger)
-    if broker_crashed:
-        assert rows.duplicates <= wire and recorded - len(rows.rows) == rows.duplicates
-    else:
-        assert (recorded, rows.duplicates) == (events, wire), "the journal saw other outcomes than the wire"
-    return len(rows.rows), rows.duplicates
-
-
 def _stream(started: list[Service], env: dict[str, str], tmp_path: Path) -> Service:
     consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
     started.append(consumer)
@@ -148,7 +125,7 @@ async def test_journal_killed_mid_stream_records_each_request_once(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url, node.url, second.log)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, second.log)
         assert second.terminate() == 0
     reliability(Row(
         "journal SIGKILL mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
@@ -179,7 +156,7 @@ async def test_postgres_restarted_mid_stream_loses_no_row_and_doubles_none(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url, node.url, journal.log)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, journal.log)
         assert journal.terminate() == 0
     reliability(Row(
         "PostgreSQL crash-restarted mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
@@ -209,12 +186,13 @@ async def test_broker_killed_under_the_journal_it_consumes_again_and_records_eac
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url, node.url, journal.log, broker_crashed=True)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, journal.log,
+                                                  broker_crashed=True)
         assert journal.running() and "consuming again" in journal.text()
         assert journal.terminate() == 0
     reliability(Row(
         "broker killed and restarted under the journal (journal rows)", COUNT, COUNT - rows, duplicates,
         recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
-        f"producer's and consumer's redeliveries; the audit queue shows {_wire_duplicates(ledger)}) "
+        f"producer's and consumer's redeliveries; the audit queue shows {wire_duplicates(ledger)}) "
         "counted in the rows; recovery: the journal consuming again"))
