@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from messaging import topology
+from messaging import codec, topology
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
     SETTLE_AFTER_DECLARE,
@@ -28,7 +28,8 @@ from tests.chaos.harness import (
     wait_settled,
     wait_until,
 )
-from tests.integration.pipeline import settings_for
+from tests.chaos.test_least_privilege import VHOST, User, deployed, publish_to, refused  # noqa: F401
+from tests.integration.pipeline import publish_raw, service_env, settings_for
 from tests.integration.test_journal_pipeline import _completed
 from tests.support.database import PrivatePostgres, run
 from tests.support.journal import (
@@ -37,9 +38,10 @@ from tests.support.journal import (
     running_journal,
     start_journal,
     wait_acked,
+    wait_journal_caught_up,
     wire_duplicates,
 )
-from tests.support.private_node import NodeFactory
+from tests.support.private_node import NodeFactory, PrivateNode
 
 pytestmark = pytest.mark.database
 
@@ -196,3 +198,28 @@ async def test_broker_killed_under_the_journal_it_consumes_again_and_records_eac
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
         f"producer's and consumer's redeliveries; the audit queue shows {wire_duplicates(ledger)}) "
         "counted in the rows; recovery: the journal consuming again"))
+
+
+async def test_the_journal_works_as_its_least_privilege_user(
+        deployed: tuple[PrivateNode, dict[str, User]],  # noqa: F811 (the fixture imported above)
+        database_url: str, tmp_path: Path) -> None:
+    """As calc-journal with the deployed definitions: it records, dead-letters to its own DLQ,
+    and may do nothing else."""
+    node, users = deployed
+    journal_user, admin = users["calc-journal"], users["calc-admin"]
+    env = service_env(journal_user.url, CALC_DECLARE_TOPOLOGY="false")
+    with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
+        await _completed(admin.url, "req-least", 1)
+        await publish_raw(admin.url, b"\xff\xff", "calc.completed.add", topology.RESULTS_EXCHANGE,
+                          type=codec.TYPE_COMPLETED)
+        wait_journal_caught_up(database_url, 1, 60, admin.url, journal.log)
+        wait_until(lambda: queue_stats(node, VHOST)[topology.JOURNAL_DLQ].ready == 1, 30,
+                   "the undecodable outcome in the journal DLQ")
+        assert journal.terminate() == 0
+    assert list(journal_rows(database_url).rows) == ["req-least"]
+    assert refused(journal_user, lambda ch: ch.basic_get(topology.DLQ)), "the journal may read calc.dlq"
+    assert refused(journal_user, publish_to(topology.RESULTS_EXCHANGE)), "the journal may forge results"
+    assert refused(journal_user, lambda ch: ch.queue_purge(topology.JOURNAL_DLQ))
+    assert refused(journal_user, lambda ch: ch.exchange_declare("calc.rogue", "topic", durable=True))
+    assert journal_user.password not in journal.text()
