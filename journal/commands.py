@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
-from journal import http, render
+from journal import http, render, schema
 from journal.health import Health, heartbeat
 from journal.service import JournalService
 from journal.store import Store
@@ -78,8 +77,6 @@ async def migrate(settings: Settings) -> int:
     store = Store(settings)
     before = await store.open()
     await store.close()
-    from journal.schema import LATEST
-
-    print(f"journal schema: version {LATEST}" + ("" if before == LATEST else f" (was {before})"),
-          file=sys.stdout)
+    was = "" if before == schema.LATEST else f" (was {before})"
+    print(f"journal schema: version {schema.LATEST}{was}")
     return lifecycle.EXIT_OK
