@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aio_pika.abc import AbstractChannel
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from dlq_inspector.broker import BROKER_ERRORS
 from dlq_inspector.explain import Explanation, explain
@@ -19,7 +19,7 @@ from dlq_inspector.letters import DeadLetter, to_record
 from dlq_inspector.reader import Delivery, DlqScan
 from dlq_inspector.render import Progress
 from dlq_inspector.selection import Found, Selection
-from messaging import codec, topology
+from messaging import backoff, codec, topology
 from messaging.errors import CalcEventsError, PublishFailed, Unencodable
 from messaging.frames import printable
 from messaging.publisher import publish
@@ -84,7 +84,7 @@ async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: st
                                  app_id=codec.APP_INSPECTOR)
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),
                              stop=stop_after_attempt(PUBLISH_TRIES),
-                             wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+                             wait=backoff.INSPECTOR.tenacity_wait, reraise=True)
     async for attempt in retrying:
         with attempt:
             await publish(channel, topology.REQUESTS_EXCHANGE, message, routing_key,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from prometheus_client import Counter
 
-from messaging import codec, topology
+from messaging import backoff, codec, topology
 from messaging.errors import PublishFailed
 from messaging.logs import kv
 from messaging.metrics import labelled
@@ -30,7 +30,7 @@ CONFIRMED = Counter("calc_producer_confirmed_total", "Requests confirmed by the 
 RETRIED = Counter("calc_producer_publish_retries_total",
                   "Publishes retried after a nack, timeout or lost channel", ["operation"])
 
-FIRST_RETRY_WAIT = 0.05
+FIRST_RETRY_WAIT = backoff.PUBLISH.delay(1)
 """Seconds before the second attempt: the first step of publish_until_confirmed's backoff."""
 
 
