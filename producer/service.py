@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from prometheus_client import Counter
 
 from messaging import backoff, codec, topology
 from messaging.errors import PublishFailed
@@ -21,14 +20,9 @@ from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish, publish_until_confirmed
 from messaging.settings import Settings
 from producer.generator import Spec, random_spec
+from producer.metrics import CONFIRMED, PUBLISHED, RETRIED
 
 log = logging.getLogger(__name__)
-
-PUBLISHED = Counter("calc_producer_published_total", "Requests published", ["operation"])
-CONFIRMED = Counter("calc_producer_confirmed_total", "Requests confirmed by the broker",
-                    ["operation"])
-RETRIED = Counter("calc_producer_publish_retries_total",
-                  "Publishes retried after a nack, timeout or lost channel", ["operation"])
 
 FIRST_RETRY_WAIT = backoff.PUBLISH.delay(1)
 """Seconds before the second attempt: the first step of publish_until_confirmed's backoff."""
