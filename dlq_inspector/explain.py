@@ -98,6 +98,20 @@ def _decoded(body: bytes) -> codec.Requested | None:
         return None
 
 
+def _as_delivered(letter: DeadLetter, last: Death | None) -> codec.Incoming:
+    """The delivery the consumer evaluated: the letter with the routing key of its `last` death."""
+    return codec.Incoming(
+        body=letter.body,
+        routing_key=last.routing_keys[0] if last and last.routing_keys else letter.routing_key,
+        content_type=letter.text("content_type"),
+        type=letter.text("type"),
+        message_id=letter.text("message_id"),
+        correlation_id=letter.text("correlation_id"),
+        headers=letter.client_headers,
+        undecodable=letter.undecodable,
+    )
+
+
 def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanation:
     """Re-derive why `letter` died.
 
@@ -112,19 +126,9 @@ def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanatio
     """
     deaths = letter.deaths
     last = deaths[0] if deaths else None
-    arrival_key = last.routing_keys[0] if last and last.routing_keys else letter.routing_key
     first = deaths[-1] if deaths else None
     original_key = first.routing_keys[0] if first and first.routing_keys else letter.routing_key
-    incoming = codec.Incoming(
-        body=letter.body,
-        routing_key=arrival_key,
-        content_type=letter.text("content_type"),
-        type=letter.text("type"),
-        message_id=letter.text("message_id"),
-        correlation_id=letter.text("correlation_id"),
-        headers=letter.client_headers,
-        undecodable=letter.undecodable,
-    )
+    incoming = _as_delivered(letter, last)
     outcome = evaluate(incoming, max_bytes)
     verdict = enums.reason_name(outcome.reason) if not outcome.ok else ""
     attempts = incoming.attempt
