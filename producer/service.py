@@ -78,8 +78,8 @@ class Producer:
     async def _publish(self, channel: AbstractChannel, message: codec.Outgoing, key: str, word: str) -> int:
         """Publish until confirmed; returns the attempts it took.
 
-        The first attempt goes straight out: nearly every publish is confirmed at once, and
-        building tenacity's retry machinery for each one cost a sixth of `bulk`'s CPU.
+        The first attempt goes straight out, without tenacity's retry machinery: nearly every
+        publish is confirmed at once, and that machinery is built anew for each (docs/architecture.md).
         """
         try:
             await publish(channel, topology.REQUESTS_EXCHANGE, message, key, self.settings.publish_timeout)
