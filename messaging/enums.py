@@ -58,14 +58,3 @@ def reason_name(reason: int) -> str:
     except ValueError:
         return str(reason)
 
-
-def reason_from_name(name: str) -> int:
-    """Accept `division_by_zero`, `DIVISION_BY_ZERO` or `FAILURE_REASON_DIVISION_BY_ZERO`."""
-    key = name.strip().upper()
-    if not key.startswith("FAILURE_REASON_"):
-        key = "FAILURE_REASON_" + key
-    try:
-        return calc_pb2.FailureReason.Value(key)
-    except ValueError:
-        known = ", ".join(reason_name(v) for v in calc_pb2.FailureReason.values() if v)
-        raise ValueError(f"unknown reason {name!r}; expected one of {known}") from None
