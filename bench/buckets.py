@@ -63,7 +63,7 @@ def bucket(frames: list[tuple[str, str]]) -> str:
         if path.startswith("logging/") or path == "messaging/logs.py":
             return "log"
         if path.startswith(("google/protobuf", "gen/", "uuid.py", "datetime.py")) or path in (
-                "messaging/codec.py", "bench/work.py"):
+                "messaging/codec.py", "messaging/enums.py", "bench/work.py"):
             return "protobuf"
         if path.startswith("calculator/") or path == "consumer/handler.py":
             return "checks"
