@@ -31,6 +31,10 @@ def _int(value: float) -> str:
     return f"{value:,.0f}"
 
 
+OPTIONAL_COLUMNS = (("journal_rows", "rows in the journal"),)
+"""Row fields a table shows only when some row has them: (key, column title)."""
+
+
 def reliability(data: Mapping[str, Any]) -> str:
     """A chaos run's rows as a markdown table, with the run it came from above it."""
     rows = data["rows"]
@@ -39,12 +43,14 @@ def reliability(data: Mapping[str, Any]) -> str:
     if data.get("note"):
         lines += [data["note"], ""]
     notes = any(r.get("notes") for r in rows)
+    extra = [(key, title) for key, title in OPTIONAL_COLUMNS if any(key in r for r in rows)]
     lines.append("| scenario | messages sent | lost | duplicates | time to recover |"
-                 + (" notes |" if notes else ""))
-    lines.append("|---|---:|---:|---:|---:|" + ("---|" if notes else ""))
+                 + "".join(f" {title} |" for _, title in extra) + (" notes |" if notes else ""))
+    lines.append("|---|---:|---:|---:|---:|" + "---:|" * len(extra) + ("---|" if notes else ""))
     for r in rows:
         recover = "n/a" if r["recover_s"] is None else f"{r['recover_s']:.1f} s"
         line = f"| {r['scenario']} | {r['sent']:,} | {r['lost']} | {r['duplicates']} | {recover} |"
+        line += "".join(f" {r[key]:,} |" if r.get(key) is not None else " |" for key, _ in extra)
         lines.append(line + (f" {r.get('notes', '')} |" if notes else ""))
     return "\n".join(lines)
 

@@ -99,6 +99,17 @@ def test_a_complete_run_is_published_and_rendered(tmp_path: Path, monkeypatch: p
     assert text.count(" | 0 | 7 | ") == len(run["rows"])
 
 
+def test_a_journal_column_appears_only_when_a_row_has_one() -> None:
+    data = doc_tables.load(doc_tables.TABLES["reliability"].data)
+    assert "rows in the journal" not in doc_tables.reliability(data)
+    data["rows"] = [{**data["rows"][0], "journal_rows": 30_000}, *data["rows"][1:]]
+    lines = doc_tables.reliability(data).splitlines()
+    header = next(line for line in lines if line.startswith("| scenario"))
+    assert header.split(" | ")[5] == "rows in the journal"
+    assert " | 30,000 | " in lines[lines.index(header) + 2]
+    assert all(line.count("|") == header.count("|") for line in lines if line.startswith("| "))
+
+
 def test_a_partial_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _copy(tmp_path, monkeypatch)
     before = table.doc.read_text(), table.data.read_text()
