@@ -15,7 +15,7 @@ help:
 	@echo "make test-chaos       failure and security tests on private nodes (containers without rabbitmq-server)"
 	@echo "make test-chaos-docker  every chaos test on RabbitMQ 4.0 containers"
 	@echo "make e2e              build and run the docker compose stack and check it end to end"
-	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table + bench/results/latest.json"
+	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table, JSON, bench/README.md"
 	@echo "make bench-smoke      a small benchmark run that checks every variant loses nothing"
 	@echo "make gen              regenerate gen/ from proto/calc.proto"
 
@@ -57,6 +57,7 @@ test-py313:
 
 bench:
 	$(BIN)/python -m bench --json bench/results/latest.json
+	$(BIN)/python scripts/doc_tables.py --publish bench bench/results/latest.json
 
 bench-smoke:
 	$(BIN)/python -m bench --smoke

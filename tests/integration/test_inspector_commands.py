@@ -247,7 +247,8 @@ async def exceed_delivery_limit(url: str, count: int) -> list[str]:
     return ids
 
 
-# Permanent failures the consumer rejects, each with the reason the contract gives it.
+# Permanent failures the consumer rejects, each with the reason the contract gives it
+# (docs/contract.md, FailureReason).
 PERMANENT: dict[str, list[tuple[Operation | int, Sequence[float]]]] = {
     "DIVISION_BY_ZERO": [(Operation.DIVIDE, (1.0, 0.0)), (Operation.MODULO, (7.0, 0.0)),
                          (Operation.DIVIDE, (3.0, 0.0))],
