@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="calc-consumer",
         description="Consume CalculationRequested from calc.work.* (CALC_QUEUES), publish "
                     "CalculationCompleted/CalculationFailed to calc.results. Configured by "
-                    "environment variables (see README).")
+                    "environment variables (see docs/operations.md).")
     parser.parse_args(argv)
     try:
         settings = Settings.from_env()

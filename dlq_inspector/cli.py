@@ -20,7 +20,7 @@ COMMANDS = ("report", "list", "show", "replay", "purge", "export", "watch", "ser
 
 DESCRIPTION = """\
 Read, explain, replay and purge calc.dlq. Reading never removes or reorders a message.
-Configured by the environment (RABBITMQ_URL, CALC_*; see README).
+Configured by the environment (RABBITMQ_URL, CALC_*; see docs/operations.md).
 
 exit codes: 0 ok, 1 broker failure or messages not replayed, 2 bad arguments or configuration,
 3 report --fail-if-any found messages, 4 an event id is not in the DLQ."""

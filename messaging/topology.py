@@ -37,7 +37,7 @@ DLQ_DELIVERY_LIMIT = 2_147_483_647
 Not unset: RabbitMQ 4.0 then applies 20, and the 21st peek drops every message. Not -1 (the
 documented "unlimited"): a quorum queue without a limit puts a requeued message at the back, so
 a partial scan (`list --limit`) or a letter dead-lettered during a scan would reorder the DLQ. With
-a limit a requeued message goes back to the head, in the order handed back (README, "The DLQ
+a limit a requeued message goes back to the head, in the order handed back (docs/operations.md, "The DLQ
 inspector")."""
 
 REQUESTED_PREFIX = "calc.requested."
@@ -209,8 +209,8 @@ async def _type_to_declare(channel: AbstractChannel, queue: QueueSpec) -> Mappin
             return queue.arguments  # another argument differs: the declaration says which
         log.warning(
             "the queue exists as a classic queue, which RabbitMQ 4 does not replicate (a lost node "
-            "loses what it holds); using it as it is. To replicate it: README, 'Moving calc.dlq "
-            "and calc.results.audit to quorum queues'", extra=kv(queue=queue.name))
+            "loses what it holds); using it as it is. To replicate it: docs/operations.md, 'Moving "
+            "calc.dlq and calc.results.audit to quorum queues'", extra=kv(queue=queue.name))
         return queue.existing
     finally:
         if not probe.is_closed:

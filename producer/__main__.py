@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="calc-producer",
         description="Publish CalculationRequested events to calc.requests (publisher confirms). "
-                    "Configured by environment variables (see README). Exit codes: 0 done, "
+                    "Configured by environment variables (see docs/operations.md). Exit codes: 0 done, "
                     "1 broker failure, 2 bad arguments or configuration, 3 unroutable message.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="publish one random request every CALC_INTERVAL seconds (default)")
