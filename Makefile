@@ -25,6 +25,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	VENV=$(VENV) scripts/install-tools.sh
 
 gen:
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
