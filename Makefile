@@ -35,6 +35,8 @@ check:
 	$(BIN)/mypy calculator messaging producer consumer dlq_inspector
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)
+	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking --against released
 
 test:
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
