@@ -184,3 +184,9 @@ def test_compose_prometheus_reads_rabbitmq_alarms_and_the_calc_queues() -> None:
     assert detailed == {"rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_consumers",
                         "rabbitmq_detailed_queue_messages_acked_total"}
     assert _load(CONFIG)["rule_files"] == ["rules.yml"]
+
+
+def test_an_absent_target_is_noticed_for_every_service_and_the_broker() -> None:
+    watched = set(re.findall(r'absent\(up\{job="([a-z-]+)"\}\)', _alerts()["CalcServiceAbsent"]["expr"]))
+    assert watched == set(_compose_app_services()) | {"rabbitmq"}
+    assert watched <= set(_jobs())
