@@ -107,10 +107,8 @@ def test_alerts_say_how_bad_and_where_to_read_on() -> None:
 
 
 def _metric_names(expr: str) -> set[str]:
-    names = set(re.findall(r"\b(calc_[a-z0-9_]+|rabbitmq_[a-z0-9_]+)\b", expr))
-    # Recording rules and selectors by __name__ regex are not metrics.
-    return {n for n in names if not n.startswith("rabbitmq_alarms_")} | (
-        {"rabbitmq_alarms_"} if "rabbitmq_alarms_" in expr else set())
+    """The calc_* and rabbitmq_detailed_* metrics an expression reads (not recorded calc:* series)."""
+    return set(re.findall(r"\b(calc_[a-z0-9_]+|rabbitmq_detailed_[a-z0-9_]+)\b", expr))
 
 
 def _family(name: str) -> str:
