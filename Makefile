@@ -25,6 +25,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	VENV=$(VENV) scripts/install-tools.sh
 
 gen:
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
@@ -34,6 +35,12 @@ check:
 	$(BIN)/mypy calculator messaging producer consumer dlq_inspector
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)
+	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking --against released
+	$(BIN)/promtool check rules deploy/prometheus/rules.yml
+	$(BIN)/promtool test rules deploy/prometheus/rules_test.yml
+	$(BIN)/promtool check config deploy/prometheus/prometheus.yml
+	$(BIN)/python deploy/prometheus/generate_prometheusrule.py --check
 
 test:
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
