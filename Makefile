@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
-	@echo "make check            lint (ruff), types (mypy), generated code up to date"
+	@echo "make check            lint (ruff), types (mypy), import contracts (import-linter), generated code up to date"
 	@echo "make test             every test: unit, then integration and chaos against a real broker"
 	@echo "make test-unit        unit tests only (no broker, seconds)"
 	@echo "make test-integration integration tests without the chaos tier"
@@ -33,6 +33,7 @@ gen:
 check:
 	$(BIN)/ruff check .
 	$(BIN)/mypy calculator messaging producer consumer dlq_inspector
+	$(BIN)/lint-imports
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)
 	node_modules/.bin/buf lint

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from calculator import Operation
-from consumer.handler import evaluate
 from dlq_inspector.letters import DeadLetter, Death
 from gen import calc_pb2
 from messaging import codec, enums
 from messaging.errors import DecodeError
 from messaging.topology import RETRY_PREFIX
+from messaging.verdict import evaluate
 
 RETRIES_EXHAUSTED = enums.reason_name(calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED)
 MALFORMED = enums.reason_name(calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE)

@@ -15,6 +15,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
 from calculator import Operation
+from messaging.backoff import Backoff
 from messaging.errors import ConfigurationError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -80,8 +81,7 @@ def retry_exchange(tier: int) -> str:
 
 def retry_delay(settings: Settings, tier: int) -> float:
     """Seconds a retry of tier `tier` (1-based) waits: capped exponential backoff."""
-    delay: float = settings.retry_base_delay * (2 ** (tier - 1))
-    return min(delay, settings.retry_max_delay)
+    return Backoff(settings.retry_base_delay, settings.retry_max_delay).delay(tier)
 
 
 @dataclass(frozen=True)

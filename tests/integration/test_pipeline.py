@@ -12,10 +12,10 @@ import pika
 import pytest
 
 from calculator import Operation
-from consumer.handler import Outcome
 from gen import calc_pb2
 from messaging import codec, topology
 from messaging.errors import UnroutableError
+from messaging.verdict import Outcome
 from producer.generator import Spec
 from tests.integration.pipeline import (
     collect,
