@@ -18,10 +18,12 @@ COPY messaging ./messaging
 COPY producer ./producer
 COPY consumer ./consumer
 COPY dlq_inspector ./dlq_inspector
+COPY journal ./journal
 COPY gen ./gen
 RUN pip --python /opt/venv/bin/python install --no-deps . \
     && /opt/venv/bin/calc-producer --help >/dev/null \
-    && /opt/venv/bin/calc-consumer --help >/dev/null
+    && /opt/venv/bin/calc-consumer --help >/dev/null \
+    && /opt/venv/bin/calc-journal --help >/dev/null
 
 FROM python:3.13-slim
 LABEL org.opencontainers.image.title="calc-events" \

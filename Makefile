@@ -32,7 +32,7 @@ gen:
 
 check:
 	$(BIN)/ruff check .
-	$(BIN)/mypy calculator messaging producer consumer dlq_inspector
+	$(BIN)/mypy calculator messaging producer consumer dlq_inspector journal
 	$(BIN)/lint-imports
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)

@@ -113,4 +113,8 @@ def render(data: dict[str, Any]) -> str:
         else:
             lines.append(f"dlq-inspector report on {dlq['messages']:,} DLQ messages: {dlq['seconds']:.2f} s "
                          f"({dlq['messages'] / dlq['seconds']:,.0f} msg/s)")
+    if results.get("journal"):
+        from bench.journal import render as render_journal
+
+        lines += ["", *render_journal(results["journal"])]
     return "\n".join(lines).rstrip() + "\n"

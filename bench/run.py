@@ -21,7 +21,7 @@ from typing import Any
 
 import aiormq
 
-from bench import latency, workload
+from bench import journal, latency, workload
 from bench.broker import DEFAULT_URL, private_vhost
 from bench.report import OURS_IN_FLIGHT, render
 from bench.variants import PREFETCH, VARIANTS
@@ -73,7 +73,8 @@ class Run:
         env.update(BENCH_ENV, RABBITMQ_URL=self.url, PYTHONPATH=str(ROOT))
         return env
 
-    def spawn(self, args: list[str], tag: str) -> subprocess.Popen[str]:
+    def spawn(self, args: list[str], tag: str,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         log = open(self.log_dir / f"{tag}.log", "w")
         command = [sys.executable, *args]
         if self.profile == "pyinstrument" and tag.startswith("consumer-"):
@@ -88,7 +89,8 @@ class Run:
         # stdout to a file too: a pipe nobody reads while the process runs (latency) fills up and
         # blocks a variant that logs to stdout (FastStream)
         with open(self.log_dir / f"{tag}.out", "w") as out, log:  # the child keeps its own copies
-            return subprocess.Popen(command, cwd=ROOT, env=self.env(), text=True, stdout=out, stderr=log)
+            return subprocess.Popen(command, cwd=ROOT, env={**self.env(), **(extra_env or {})}, text=True,
+                                    stdout=out, stderr=log)
 
     def finish(self, process: subprocess.Popen[str], tag: str, timeout: float) -> dict[str, Any]:
         try:
@@ -315,7 +317,8 @@ def machine() -> dict[str, Any]:
 
 
 STEPS: dict[str, Callable[[Run], Any]] = {"consumers": consumers, "producer": publishers,
-                                          "latency": latencies, "memory": memory, "dlq": dlq}
+                                          "latency": latencies, "memory": memory, "dlq": dlq,
+                                          "journal": journal.step}
 
 
 async def bench(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from messaging.errors import ConfigurationError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 URL_FORM = "amqp://user:password@host:5672/vhost"
+DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/postgres"
+DATABASE_URL_FORM = "postgresql://user:password@host:5432/database"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PORT_MAX = 65_535
@@ -29,6 +31,7 @@ RETRY_DELAY_MAX = 4_294_967.0  # per-message TTL: milliseconds, at most 2**32 - 
 NAME_MAX = 128  # an instance id travels in every event; a hostname is at most 64
 PATH_MAX = 4096  # Linux PATH_MAX
 PASSWORD_FILE_MAX = 4096  # bytes read from RABBITMQ_PASSWORD_FILE: a password, not a file to stream
+JOURNAL_BATCH_MAX = 10_000  # its prefetch is twice this, and a 16-bit field
 SHOWN_MAX = 40  # characters of a bad value an error message repeats
 
 
@@ -92,6 +95,14 @@ class Settings:
     """CALC_INSPECTOR_PORT: port of `dlq-inspector serve` (/metrics, /report, /healthz); 0: any free."""
     inspector_interval: float = 30.0
     """CALC_INSPECTOR_INTERVAL: seconds between the reports `dlq-inspector serve` logs (more than 0)."""
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: postgresql://user:password@host:port/database of the results journal (calc-journal)."""
+    database_password_file: str = ""
+    """DATABASE_PASSWORD_FILE: file whose content replaces DATABASE_URL's password (for secrets)."""
+    journal_batch: int = 500
+    """CALC_JOURNAL_BATCH: outcomes written per transaction and acked at once (1..10000; prefetch: twice)."""
+    journal_port: int = 8081
+    """CALC_JOURNAL_PORT: port of `calc-journal serve` (/results/ID, /metrics, /livez, /readyz); 0: any."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +127,8 @@ class Settings:
         """Raise ConfigurationError for the first unusable value: one line naming its variable."""
         _check_url(self.rabbitmq_url)
         _check_text("rabbitmq_password_file", self.rabbitmq_password_file, PATH_MAX, empty=True)
+        _check_database_url(self.database_url)
+        _check_text("database_password_file", self.database_password_file, PATH_MAX, empty=True)
         _check_text("rabbitmq_ca_file", self.rabbitmq_ca_file, PATH_MAX, empty=True)
         _check_text("instance_id", self.instance_id, NAME_MAX)
         _check_text("test_crash_source", self.test_crash_source, NAME_MAX, empty=True)
@@ -137,7 +150,9 @@ class Settings:
                                 ("max_message_bytes", 1, MESSAGE_BYTES_MAX),
                                 ("publish_in_flight", 1, IN_FLIGHT_MAX),
                                 ("metrics_port", 0, PORT_MAX),
-                                ("inspector_port", 0, PORT_MAX)):
+                                ("inspector_port", 0, PORT_MAX),
+                                ("journal_batch", 1, JOURNAL_BATCH_MAX),
+                                ("journal_port", 0, PORT_MAX)):
             _check_whole(name, getattr(self, name), low, high)
         unknown = [q for q in self.queues if q not in ("basic", "heavy")]
         if unknown or not self.queues or len(set(self.queues)) != len(self.queues):
@@ -154,17 +169,34 @@ class Settings:
         """RABBITMQ_URL with the password from RABBITMQ_PASSWORD_FILE when that is set."""
         if not self.rabbitmq_password_file:
             return self.rabbitmq_url
-        password = _read_password(self.rabbitmq_password_file)
-        scheme, _, rest = self.rabbitmq_url.partition("://")
-        netloc, tail = _split_netloc(rest)
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0] or "guest"
-        return f"{scheme}://{user}:{quote(password, safe='')}@{hostport}{tail}"
+        password = _read_password(self.rabbitmq_password_file, "RABBITMQ_PASSWORD_FILE")
+        return _with_password(self.rabbitmq_url, password, "guest")
 
     @property
     def safe_url(self) -> str:
         """The broker URL with the password masked: the only form that may be logged."""
         return redact_url(self.rabbitmq_url)
+
+    @property
+    def database_dsn(self) -> str:
+        """DATABASE_URL with the password from DATABASE_PASSWORD_FILE when that is set."""
+        if not self.database_password_file:
+            return self.database_url
+        password = _read_password(self.database_password_file, "DATABASE_PASSWORD_FILE")
+        return _with_password(self.database_url, password, "postgres")
+
+    @property
+    def safe_database_url(self) -> str:
+        """DATABASE_URL with the password masked: the only form that may be logged."""
+        return redact_url(self.database_url)
+
+
+def _with_password(url: str, password: str, default_user: str) -> str:
+    scheme, _, rest = url.partition("://")
+    netloc, tail = _split_netloc(rest)
+    userinfo, _, hostport = netloc.rpartition("@")
+    user = userinfo.partition(":")[0] or default_user
+    return f"{scheme}://{user}:{quote(password, safe='')}@{hostport}{tail}"
 
 
 def redact_url(url: str) -> str:
@@ -185,30 +217,30 @@ def _split_netloc(rest: str) -> tuple[str, str]:
     return rest[:end], rest[end:]
 
 
-def _read_password(path: str) -> str:
+def _read_password(path: str, name: str) -> str:
     try:
         with open(path, "rb") as file:
             data = file.read(PASSWORD_FILE_MAX + 1)
     except OSError as exc:
-        raise ConfigurationError(f"cannot read RABBITMQ_PASSWORD_FILE: {exc.strerror or exc}") from None
+        raise ConfigurationError(f"cannot read {name}: {exc.strerror or exc}") from None
     if len(data) > PASSWORD_FILE_MAX:
-        raise ConfigurationError(f"RABBITMQ_PASSWORD_FILE is larger than {PASSWORD_FILE_MAX} bytes; "
+        raise ConfigurationError(f"{name} is larger than {PASSWORD_FILE_MAX} bytes; "
                                  "it must hold only the password")
     try:
         password = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ConfigurationError("RABBITMQ_PASSWORD_FILE is not UTF-8 text") from None
+        raise ConfigurationError(f"{name} is not UTF-8 text") from None
     if not password:
-        raise ConfigurationError("RABBITMQ_PASSWORD_FILE is empty")
+        raise ConfigurationError(f"{name} is empty")
     if not password.isprintable():
         # never shown: say what is wrong with it, not what it is
-        raise ConfigurationError("RABBITMQ_PASSWORD_FILE must hold the password on one line, "
+        raise ConfigurationError(f"{name} must hold the password on one line, "
                                  "without control characters")
     return password
 
 
 def _env_name(field_name: str) -> str:
-    if field_name.startswith("rabbitmq_"):
+    if field_name.startswith(("rabbitmq_", "database_")):
         return field_name.upper()
     return "CALC_" + field_name.upper()
 
@@ -271,6 +303,28 @@ def _check_url(url: str) -> None:
         if not (re.fullmatch(r"[0-9]{1,5}", value) and int(value) <= HEARTBEAT_MAX):
             raise ConfigurationError(f"{name}'s heartbeat must be a whole number of seconds from 0 "
                                      f"to {HEARTBEAT_MAX}")
+
+
+def _check_database_url(url: str) -> None:
+    """DATABASE_URL as the journal's driver will read it; like RABBITMQ_URL, never repeated."""
+    name = "DATABASE_URL"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigurationError(f"{name} must not hold spaces or control characters "
+                                 f"(percent-encode them); it must look like {DATABASE_URL_FORM}")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"{name} must start with postgresql:// and look like {DATABASE_URL_FORM}")
+    netloc, tail = _split_netloc(rest)
+    host, _, port = netloc.rpartition("@")[2].partition(":")
+    if not host or host.startswith("["):
+        raise ConfigurationError(f"{name} names no host (or an IPv6 one, not supported here); "
+                                 f"it must look like {DATABASE_URL_FORM}")
+    if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= PORT_MAX):
+        raise ConfigurationError(f"{name} has a port that is not a number from 1 to {PORT_MAX} (5432)")
+    database = tail.partition("?")[0].lstrip("/")
+    if not database or "/" in database:
+        raise ConfigurationError(f"{name} names no database after the host; "
+                                 f"it must look like {DATABASE_URL_FORM}")
 
 
 def _check_text(field_name: str, value: str, limit: int, *, empty: bool = False) -> None:

@@ -29,6 +29,14 @@ WORK_QUEUE_PREFIX = "calc.work."
 DLQ = "calc.dlq"
 AUDIT_QUEUE = "calc.results.audit"
 RETRY_PREFIX = "calc.retry."
+JOURNAL_QUEUE = "calc.results.journal"
+JOURNAL_DLX = "calc.results.journal.dlx"
+JOURNAL_DLQ = "calc.results.journal.dlq"
+JOURNAL = "journal"
+"""The service that alone declares the journal's queues: the others never hear of it (docs/journal.md)."""
+JOURNAL_DELIVERY_LIMIT = 100
+"""Deliveries of one outcome before the broker moves it to calc.results.journal.dlq: far past any
+run of journal crashes, so only an outcome that itself kills the journal every time gets there."""
 
 REPLICATED_SINCE = (4, 0)
 """From RabbitMQ 4.0 (no classic mirroring) calc.dlq and calc.results.audit are quorum queues."""
@@ -88,6 +96,8 @@ def retry_delay(settings: Settings, tier: int) -> float:
 class ExchangeSpec:
     name: str
     kind: ExchangeType
+    service: str = ""
+    """Declared only by this service ("": by every service)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,9 @@ class QueueSpec:
     existing: Mapping[str, Any] | None = None
     """Arguments of the classic queue an older deployment declared; kept (with a warning) where
     that queue exists, since a queue cannot change its type in place."""
+    service: str = ""
+    """Declared only by this service ("": by every service). A queue nobody reads must not be
+    made by services that never read it: it would fill up where that service is not deployed."""
 
 
 def parse_version(text: object) -> tuple[int, ...] | None:
@@ -182,7 +195,22 @@ def build(settings: Settings, version: tuple[int, ...] | None = REPLICATED_SINCE
         name = retry_exchange(tier)
         exchanges.append(ExchangeSpec(name, ExchangeType.FANOUT))
         queues.append(QueueSpec(name, _quorum(REQUESTS_EXCHANGE), ((name, ""),)))
+    # The journal's inbox: every outcome, unbounded (a bound would drop rows or push back on the
+    # consumer while the journal is away; the broker's disk alarm is its limit). Outcomes it
+    # cannot record, and one that keeps killing it, go to its own DLQ (docs/journal.md).
+    exchanges.append(ExchangeSpec(JOURNAL_DLX, ExchangeType.TOPIC, service=JOURNAL))
+    queues.append(QueueSpec(
+        JOURNAL_QUEUE, _quorum(JOURNAL_DLX, **{"x-delivery-limit": JOURNAL_DELIVERY_LIMIT}),
+        ((RESULTS_EXCHANGE, "#"),), service=JOURNAL))
+    queues.append(QueueSpec(JOURNAL_DLQ, {"x-queue-type": "quorum"}, ((JOURNAL_DLX, "#"),),
+                            service=JOURNAL))
     return Topology(tuple(exchanges), tuple(queues))
+
+
+def declared_by(topology: Topology, service: str) -> Topology:
+    """The part of `topology` that `service` declares: everyone's, and its own."""
+    return Topology(tuple(e for e in topology.exchanges if e.service in ("", service)),
+                    tuple(q for q in topology.queues if q.service in ("", service)))
 
 
 @dataclass
@@ -218,12 +246,12 @@ async def _type_to_declare(channel: AbstractChannel, queue: QueueSpec) -> Mappin
     return queue.arguments
 
 
-async def declare(channel: AbstractChannel, settings: Settings) -> Declared:
-    """Declare (or, with CALC_DECLARE_TOPOLOGY=false, only check) the whole topology.
+async def declare(channel: AbstractChannel, settings: Settings, service: str = "") -> Declared:
+    """Declare (or, with CALC_DECLARE_TOPOLOGY=false, only check) the topology `service` uses.
 
     The queue types depend on the broker's version (see `replicated`).
     """
-    topology = build(settings, await broker_version(channel))
+    topology = declared_by(build(settings, await broker_version(channel)), service)
     passive = not settings.declare_topology
     exchanges: dict[str, AbstractExchange] = {}
     queues: dict[str, AbstractQueue] = {}

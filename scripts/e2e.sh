@@ -2,7 +2,8 @@
 # End to end, as a user runs it: build and start the docker compose stack, wait for health, see
 # results reach calc.results.audit and explained failures reach calc.dlq, use the inspector CLI
 # through compose, check that the services' users cannot do what they must not, scale
-# consumer-basic to 3 under load and check that no request is lost, then stop everything.
+# consumer-basic to 3 under load and check that no request is lost, check that the results journal
+# holds exactly one row for each of those requests, then stop everything.
 # On failure it prints every service's logs. `make e2e` runs it.
 #
 #   E2E_TIMEOUT   seconds before it gives up (default 360)
@@ -16,7 +17,7 @@ TIMEOUT=${E2E_TIMEOUT:-360}
 REQUESTS=${E2E_REQUESTS:-3000}
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-calc-events-e2e}
 # Any free host ports, so the test runs beside `docker compose up` of your own.
-export CALC_MANAGEMENT_PORT="" CALC_INSPECTOR_HOST_PORT=""
+export CALC_MANAGEMENT_PORT="" CALC_INSPECTOR_HOST_PORT="" CALC_JOURNAL_HOST_PORT=""
 VHOST=calc
 
 start=$SECONDS
@@ -197,6 +198,45 @@ sys.exit(asyncio.run(main(int(sys.argv[1]))))
 PY
 )
 
+# In the journal's container: the rows of the published requests (event ids on stdin), once the
+# journal has caught up; exactly one per request, none for anything else. argv: expected failures.
+JOURNAL=$(cat <<'PY'
+import asyncio, sys, time
+from journal.store import Store
+from messaging.settings import Settings
+
+async def main(failures):
+    published = sorted({line.strip() for line in sys.stdin if line.strip()})
+    store = Store(Settings.from_env())
+    await store.open(timeout=30, migrate=False)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            rows = await store.pool.fetch("SELECT request_event_id, status, outcomes FROM journal_results "
+                                          "WHERE request_event_id = ANY($1)", published)
+            if len(rows) >= len(published) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        total = await store.pool.fetchval("SELECT count(*) FROM journal_results")
+    finally:
+        await store.close()
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    duplicates = sum(r["outcomes"] - 1 for r in rows)
+    print(f"  journal: {len(rows)} rows for {len(published)} requests ({failed} failed), "
+          f"{duplicates} duplicates on the wire, {total} rows in all")
+    problems = []
+    if len(rows) != len(published):
+        problems.append(f"{len(published) - len(rows)} requests have no journal row")
+    if failed != failures:
+        problems.append(f"{failed} failed rows, but {failures} failures were published")
+    for problem in problems:
+        print(f"  FAIL {problem}")
+    return 1 if problems else 0
+
+sys.exit(asyncio.run(main(int(sys.argv[1]))))
+PY
+)
+
 dotenv() { sed -n "s/^$1=//p" .env | tail -1; }
 ADMIN_PASSWORD=${CALC_ADMIN_PASSWORD:-$(dotenv CALC_ADMIN_PASSWORD)}
 MONITOR_PASSWORD=${CALC_MONITOR_PASSWORD:-$(dotenv CALC_MONITOR_PASSWORD)}
@@ -275,6 +315,9 @@ probe_as dlq-inspector "calc-inspector" "" \
   deny:publish:calc.retry.1 deny:declare:calc.e2e.probe
 probe_as producer "calc-monitor" "amqp://calc-monitor:$MONITOR_PASSWORD@rabbitmq:5672/calc" \
   allow:passive:calc.work.basic deny:get:calc.work.basic deny:publish:calc.requests
+probe_as journal "calc-journal" "" \
+  allow:passive:calc.results.journal deny:get:calc.dlq deny:get:calc.results.audit \
+  deny:publish:calc.results deny:publish:calc.requests deny:declare:calc.e2e.probe
 probe_as producer "guest" "amqp://guest:guest@rabbitmq:5672/calc" deny:login
 ok "every user can do what it needs and nothing else"
 
@@ -312,6 +355,24 @@ for container in $(compose ps -q consumer-basic); do
   handled=$(docker logs "$container" 2>&1 | grep -cE ' (completed|failed) event_id=' || true)
   printf '  %s handled %s requests since it started\n' "${name#/}" "$handled"
 done
+
+step "the results journal: one row per request, the replayed failure, HTTP"
+# every failure of the bulk is in calc.dlq (checked above): as many failed rows
+sed '$d' "$work/bulk.out" | bounded docker compose exec -T journal python -c "$JOURNAL" $((dlq_after - dlq_before)) \
+  || fail "the journal does not hold exactly one row per request"
+ok "calc-journal: exactly one row per request of the bulk"
+bounded docker compose exec -T journal calc-journal get "$event_id" --json >"$work/journal-get.json" \
+  || fail "calc-journal get $event_id: $(cat "$work/journal-get.json")"
+grep -q '"reason": "DIVISION_BY_ZERO"' "$work/journal-get.json" || fail "journal row: $(cat "$work/journal-get.json")"
+grep -q '"outcomes": 2' "$work/journal-get.json" || fail "the replay's second failure is not counted: $(cat "$work/journal-get.json")"
+ok "calc-journal get $event_id: failed DIVISION_BY_ZERO, 2 outcomes (the original and its replay)"
+bounded docker compose exec -T journal calc-journal stats | sed 's/^/  | /'
+port=$(compose port journal 8081 | sed 's/.*://')
+exec 3<>"/dev/tcp/127.0.0.1/$port" || fail "calc-journal serve is not published on 127.0.0.1:$port"
+printf 'GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+head -1 <&3 | grep -q ' 200 ' || fail "GET /readyz on the published port did not answer 200"
+exec 3<&-
+ok "calc-journal serve answers /readyz on published port 127.0.0.1:$port"
 
 step "the inspector's report agrees with the broker"
 run dlq-inspector report --json >"$work/report.json"

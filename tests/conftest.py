@@ -21,6 +21,7 @@ from tests.support.broker import (
     temporary_vhost,
 )
 from tests.support.container_node import ContainerNodePool
+from tests.support.database import database_server, database_url, private_postgres  # noqa: F401
 from tests.support.private_node import ClusterFactory, NodeFactory, PrivateNodePool
 
 INTEGRATION_DIR = Path(__file__).parent.resolve() / "integration"

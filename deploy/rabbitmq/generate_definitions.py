@@ -73,6 +73,9 @@ def users() -> list[dict[str, Any]]:
         # Reads, acks and purges the DLQ; replays to calc.requests.
         {"name": "calc-inspector", "password_env": "CALC_INSPECTOR_PASSWORD", "tags": [],
          "configure": NOTHING, "write": _only(topology.REQUESTS_EXCHANGE), "read": _only(topology.DLQ)},
+        # Reads the journal's inbox; sends what it cannot record to its own DLQ (docs/journal.md).
+        {"name": "calc-journal", "password_env": "CALC_JOURNAL_PASSWORD", "tags": [],
+         "configure": NOTHING, "write": _only(topology.JOURNAL_DLX), "read": _only(topology.JOURNAL_QUEUE)},
         # Queue depth for autoscaling (KEDA's amqp mode is a passive declare): no permission at all.
         {"name": "calc-monitor", "password_env": "CALC_MONITOR_PASSWORD", "tags": [],
          "configure": NOTHING, "write": NOTHING, "read": NOTHING},

@@ -160,7 +160,7 @@ def test_compose_prometheus_scrapes_every_service_on_its_metrics_port() -> None:
     jobs = _jobs()
     for name, service in _compose_app_services().items():
         env = service.get("environment", {})
-        port = int(env.get("CALC_METRICS_PORT") or env["CALC_INSPECTOR_PORT"])
+        port = int(env.get("CALC_METRICS_PORT") or env.get("CALC_INSPECTOR_PORT") or env["CALC_JOURNAL_PORT"])
         assert name in jobs, f"no scrape job for compose service {name}"
         (sd,) = jobs[name]["dns_sd_configs"]
         assert sd["names"] == [name] and sd["port"] == port, name
@@ -188,3 +188,10 @@ def test_an_absent_target_is_noticed_for_every_service_and_the_broker() -> None:
     watched = set(re.findall(r'absent\(up\{job="([a-z-]+)"\}\)', _alerts()["CalcServiceAbsent"]["expr"]))
     assert watched == set(_compose_app_services()) | {"rabbitmq"}
     assert watched <= set(_jobs())
+
+
+def test_the_operations_guide_lists_every_alert_once() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = doc.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(Calc\w+)` \|", section, flags=re.M)
+    assert sorted(listed) == sorted(_alerts()) and len(listed) == len(set(listed))

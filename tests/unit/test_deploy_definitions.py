@@ -80,7 +80,7 @@ def test_no_guest_and_every_user_has_a_password_placeholder_and_permissions() ->
     users = {u["name"]: u for u in template["users"]}
     assert "guest" not in users
     assert set(users) == set(_permissions()) == {
-        "calc-admin", "calc-producer", "calc-consumer", "calc-inspector", "calc-monitor"}
+        "calc-admin", "calc-producer", "calc-consumer", "calc-inspector", "calc-journal", "calc-monitor"}
     for name, user in users.items():
         assert PLACEHOLDER.fullmatch(user["password"]), name
         assert "password_hash" not in user
@@ -161,13 +161,14 @@ def test_renderer_fills_passwords_from_variables_and_files(tmp_path: Path, awk: 
     secret = tmp_path / "producer"
     secret.write_text("  from-a-file\n")
     env = {"CALC_ADMIN_PASSWORD": hard, "CALC_PRODUCER_PASSWORD_FILE": str(secret),
-           "CALC_CONSUMER_PASSWORD": "c", "CALC_INSPECTOR_PASSWORD": "i", "CALC_MONITOR_PASSWORD": "m"}
+           "CALC_CONSUMER_PASSWORD": "c", "CALC_INSPECTOR_PASSWORD": "i", "CALC_MONITOR_PASSWORD": "m",
+           "CALC_JOURNAL_PASSWORD": "j"}
     result = _render(tmp_path, env, awk)
     assert result.returncode == 0, result.stderr
     rendered = json.loads((tmp_path / "definitions.json").read_text())
     passwords = {u["name"]: u["password"] for u in rendered["users"]}
     assert passwords == {"calc-admin": hard, "calc-producer": "from-a-file", "calc-consumer": "c",
-                         "calc-inspector": "i", "calc-monitor": "m"}
+                         "calc-inspector": "i", "calc-monitor": "m", "calc-journal": "j"}
     assert oct((tmp_path / "definitions.json").stat().st_mode & 0o777) == "0o600"
     template = _template()
     for key in ("permissions", "exchanges", "queues", "bindings", "vhosts"):
@@ -187,7 +188,8 @@ def test_compose_broker_gets_every_password_the_template_needs() -> None:
     placeholders = set(PLACEHOLDER.findall((DEPLOY / "definitions.template.json").read_text()))
     broker_env = compose["services"]["rabbitmq"]["environment"]
     assert {k.removesuffix("_FILE") for k in broker_env if k.endswith("_PASSWORD_FILE")} == placeholders
-    secrets = compose["secrets"]
+    # the broker's users' passwords; the database's (postgres_password) is no broker placeholder
+    secrets = {name: s for name, s in compose["secrets"].items() if not name.startswith("postgres_")}
     assert {s["environment"] for s in secrets.values()} == placeholders
     assert placeholders <= set(_dotenv()), ".env must give every password a local default"
     for path in broker_env.values():

@@ -165,7 +165,7 @@ def test_rabbitmq_cluster_of_three_loads_the_definitions() -> None:
 
 def test_deployments_are_hardened_and_probed() -> None:
     deployments = _of_kind("Deployment")
-    assert set(deployments) == {"producer", "consumer-basic", "consumer-heavy", "dlq-inspector"}
+    assert set(deployments) == {"producer", "consumer-basic", "consumer-heavy", "dlq-inspector", "journal"}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name

@@ -1,0 +1,322 @@
+"""The journal service: outcomes in, rows committed a batch at a time, one multiple ack per commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from journal import metrics, record
+from journal.health import Health
+from journal.record import Outcome, Rejected
+from journal.store import DatabaseRefused, DatabaseUnavailable, RowRefused, Store
+from messaging import codec, topology
+from messaging.backoff import Backoff
+from messaging.errors import Transient
+from messaging.logs import kv
+from messaging.publisher import confirmed_channel, publish
+from messaging.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LINGER_S = 0.01
+"""How long a batch that is not full waits for more outcomes before it is written."""
+DATABASE = Backoff(first=0.5, cap=5.0)
+"""Writing a batch again after the database was unavailable or refused it."""
+RESUBSCRIBE = Backoff(first=0.5, cap=10.0)
+DRAIN_TIMEOUT_S = 30.0
+"""Shutdown: how long the last batches get to commit; what is left is redelivered later."""
+PROBE_S = 5.0
+"""While no batch was written for this long, a ping says whether the database is still there."""
+REASON_HEADER = "reason"
+DETAIL_HEADER = "detail"
+
+
+@dataclass(slots=True)
+class Held:
+    """A delivery waiting for its batch: what it reads as, and how far it got."""
+
+    message: DeliveredMessage
+    read: Outcome | Rejected
+    done: bool = False  # its row is committed, or its copy is confirmed in the journal DLQ
+
+
+@dataclass
+class _Batch:
+    items: list[Held] = field(default_factory=list)
+
+    @property
+    def channel(self) -> aiormq.abc.AbstractChannel:
+        return self.items[-1].message.channel
+
+
+class JournalService:
+    """Consumes calc.results.journal until `stop()`; nothing is acked before its row is committed.
+
+    Deliveries are held in arrival order (= delivery tag order on the channel). The writer takes
+    the oldest up to CALC_JOURNAL_BATCH, sends the undecodable ones to the journal DLQ, commits
+    the rest in one transaction, then acks them all with one `multiple=True` ack: every tag it
+    covers is of that batch or an earlier one. While the database is away the batch is retried
+    and nothing is acked: the broker stops delivering once the prefetch (twice the batch) is held.
+    """
+
+    def __init__(self, settings: Settings, connection: AbstractRobustConnection, store: Store,
+                 health: Health | None = None) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.store = store
+        self.health = health or Health()
+        self.batch_size = settings.journal_batch
+        self.prefetch = min(2 * settings.journal_batch, 65_535)
+        self._held: list[Held] = []
+        self._arrived = asyncio.Event()
+        self._consume: AbstractRobustChannel | None = None
+        self._publish: AbstractChannel | None = None
+        self._subscription: tuple[aiormq.abc.AbstractChannel, str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._last_write = time.monotonic()
+        self._ping_down = False  # the database is marked down by a failed ping, not a failed write
+        self._resubscribing: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.acked = 0
+        """Deliveries acked since start (the benchmark and tests count on it)."""
+
+    @property
+    def held(self) -> int:
+        """Deliveries received and not yet acked."""
+        return len(self._held)
+
+    async def start(self) -> None:
+        self._publish = await confirmed_channel(self.connection)
+        await topology.declare(self._publish, self.settings, service=topology.JOURNAL)
+        channel = await self.connection.channel()
+        assert isinstance(channel, AbstractRobustChannel), "connect(robust=True) for the journal"
+        self._consume = channel
+        await channel.set_qos(prefetch_count=self.prefetch)
+        channel.reopen_callbacks.add(self._on_reopen)
+        self.health.database = True
+        self._writer = asyncio.create_task(self._write_loop())
+        self._prober = asyncio.create_task(self._probe_loop())
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        assert self._consume is not None
+        channel = await self._consume.get_underlay_channel()
+        channel.on_consumer_cancel_callbacks.add(self._on_cancel)
+        ok = await channel.basic_consume(topology.JOURNAL_QUEUE, self._on_message, no_ack=False)
+        assert ok.consumer_tag is not None
+        self._subscription = (channel, ok.consumer_tag)
+        self.health.consuming = True
+        log.info("consuming", extra=kv(queue=topology.JOURNAL_QUEUE, batch=self.batch_size,
+                                       prefetch=self.prefetch, instance=self.settings.instance_id))
+
+    async def _on_reopen(self, _channel: object) -> None:
+        self.health.consuming = False
+        if not self._stopping:
+            self._resubscribe("channel reopened")
+
+    def _on_cancel(self, frame: Any) -> None:
+        if self._subscription and frame.consumer_tag == self._subscription[1] and not self._stopping:
+            self.health.consuming = False
+            log.warning("subscription cancelled by the broker", extra=kv(consumer_tag=frame.consumer_tag))
+            self._resubscribe("cancelled by the broker")
+
+    def _resubscribe(self, why: str) -> None:
+        if self._resubscribing is None or self._resubscribing.done():
+            self._resubscribing = asyncio.create_task(self._resubscribe_until_done(why))
+
+    async def _resubscribe_until_done(self, why: str) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._subscribe()
+                log.info("consuming again", extra=kv(why=why))
+                return
+            except Exception as exc:
+                failures += 1
+                log.warning("could not consume again; retrying", extra=kv(
+                    why=why, error=repr(exc), retry_in_s=RESUBSCRIBE.delay(failures)))
+            await asyncio.sleep(RESUBSCRIBE.delay(failures))
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        if self._held and self._held[-1].message.channel is not message.channel:
+            # a new channel: the old one's deliveries went back to the queue with it
+            self._forget([h for h in self._held if h.message.channel is not message.channel])
+        self._held.append(Held(message, record.read(codec.incoming_of(message))))
+        metrics.HELD.set(len(self._held))
+        self._arrived.set()
+
+    def _forget(self, lost: list[Held]) -> None:
+        if lost:
+            gone = {id(h) for h in lost}
+            self._held = [h for h in self._held if id(h) not in gone]
+            log.info("deliveries of a closed channel dropped; the broker delivers them again",
+                     extra=kv(count=len(lost)))
+
+    async def _probe_loop(self) -> None:
+        """Readiness between batches: an idle journal must still notice a database that went away."""
+        while True:
+            await asyncio.sleep(PROBE_S)
+            if time.monotonic() - self._last_write < PROBE_S:
+                continue
+            try:
+                await self.store.ping()
+            except (DatabaseUnavailable, DatabaseRefused) as exc:
+                if self.health.database:
+                    log.warning("database not reachable", extra=kv(error=str(exc)))
+                self._ping_down, self.health.database, self.health.error = True, False, str(exc)
+                continue
+            if self._ping_down:
+                self._ping_down, self.health.database = False, True
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._held:
+                if self._stopping:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if len(self._held) < self.batch_size and not self._stopping:
+                await asyncio.sleep(LINGER_S)
+            batch = _Batch(self._held[:self.batch_size])
+            channel = batch.channel
+            batch.items = [h for h in batch.items if h.message.channel is channel]
+            self._forget([h for h in self._held[:self.batch_size] if h.message.channel is not channel])
+            acked = await self._commit(batch)
+            taken = {id(h) for h in batch.items}
+            self._held = [h for h in self._held if id(h) not in taken]
+            metrics.HELD.set(len(self._held))
+            if not acked and not channel.is_closed:
+                return  # stopping with the database away: a later ack would cover this batch
+
+    async def _commit(self, batch: _Batch) -> bool:
+        """DLQ copies, then the rows, then one ack; each step retried until done (True) or the
+        channel is gone, or, when stopping, the database stays away (False)."""
+        failures = 0
+        while not batch.channel.is_closed:
+            try:
+                todo = [h for h in batch.items if not h.done]
+                await self._dead_letter([h for h in todo if isinstance(h.read, Rejected)])
+                if await self._record([h for h in todo if isinstance(h.read, Outcome)]):
+                    continue  # some rows were refused: they are Rejected now, for the DLQ
+                await self._ack(batch)
+                self.health.database, self._ping_down = True, False
+                self._last_write = time.monotonic()
+                return True
+            except (DatabaseUnavailable, DatabaseRefused) as exc:
+                failures += 1
+                kind = "refused" if isinstance(exc, DatabaseRefused) else "unavailable"
+                metrics.DATABASE_ERRORS.labels(kind).inc()
+                if self.health.database or failures == 1:
+                    (log.error if kind == "refused" else log.warning)(
+                        "journal paused: cannot write to the database; nothing is acked until it can",
+                        extra=kv(error=str(exc), held=len(self._held)))
+                self.health.database = False
+                self.health.error = str(exc)
+            except Transient as exc:  # the journal DLQ's publish was not confirmed
+                failures += 1
+                log.warning("could not dead-letter an outcome; retrying", extra=kv(error=str(exc)))
+            if self._stopping and failures >= 3:
+                return False  # stop() waits for no database: the broker delivers these again
+            await asyncio.sleep(DATABASE.delay(failures))
+        log.info("channel closed before its batch was acked; the broker delivers it again",
+                 extra=kv(count=len(batch.items)))
+        return False
+
+    async def _record(self, items: list[Held]) -> bool:
+        """Commit the rows of `items` (one transaction); True when some were refused (now Rejected)."""
+        if not items:
+            return False
+        started = time.monotonic()
+        try:
+            recorded = await self.store.record([h.read for h in items])  # type: ignore[misc]
+        except RowRefused:
+            if len(items) == 1:
+                raise
+            # one outcome's values poison the transaction: find it by writing one at a time
+            for h in items:
+                try:
+                    await self._record([h])
+                except RowRefused as exc:
+                    metrics.DATABASE_ERRORS.labels("row").inc()
+                    h.read = Rejected(record.REFUSED, str(exc)[:500])
+            return True
+        metrics.WRITE_SECONDS.observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.observe(len(items))
+        metrics.BATCHES.inc()
+        metrics.OUTCOMES.labels("recorded").inc(recorded.new)
+        metrics.OUTCOMES.labels("updated").inc(recorded.again)
+        metrics.OUTCOMES.labels("seen_again").inc(recorded.seen)
+        for h in items:
+            h.done = True
+        return False
+
+    async def _dead_letter(self, items: list[Held]) -> None:
+        """Copy each of `items` to calc.results.journal.dlq with its reason; confirmed, then done."""
+        assert self._publish is not None
+        for h in items:
+            assert isinstance(h.read, Rejected)
+            message = h.message
+            incoming = codec.incoming_of(message)
+            copy = codec.copy_message(message.body, message.header.properties, incoming.attempt)
+            assert copy.properties.headers is not None
+            copy.properties.headers[REASON_HEADER] = h.read.reason
+            copy.properties.headers[DETAIL_HEADER] = h.read.detail[:500]
+            key = incoming.routing_key if codec.fits_short_string(incoming.routing_key) else "undecodable"
+            await publish(self._publish, topology.JOURNAL_DLX, copy, key, self.settings.publish_timeout)
+            h.done = True
+            metrics.DEAD_LETTERED.labels(h.read.reason).inc()
+            metrics.OUTCOMES.labels("dead_lettered").inc()
+            log.warning("outcome sent to the journal DLQ", extra=kv(
+                message_id=incoming.message_id, correlation_id=incoming.correlation_id,
+                reason=h.read.reason, detail=h.read.detail))
+
+    async def _ack(self, batch: _Batch) -> None:
+        last = batch.items[-1].message.delivery_tag
+        assert last is not None
+        try:
+            await batch.channel.basic_ack(last, multiple=True)
+        except Exception as exc:  # the channel is gone: the broker delivers these again
+            log.warning("could not ack a batch", extra=kv(count=len(batch.items), error=repr(exc)))
+            return
+        self.acked += len(batch.items)
+
+    async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Stop consuming, commit and ack what is held (for up to `timeout` s), close the channels."""
+        self._stopping = True
+        self.health.consuming = False
+        for task in (self._resubscribing, self._prober):
+            if task is not None:
+                task.cancel()
+        if self._subscription is not None:
+            channel, tag = self._subscription
+            with contextlib.suppress(Exception):
+                await channel.basic_cancel(tag)
+        self._arrived.set()
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+            except TimeoutError:
+                log.warning("deliveries left unacked at shutdown; the broker delivers them again",
+                            extra=kv(held=len(self._held)))
+                self._writer.cancel()
+                await asyncio.gather(self._writer, return_exceptions=True)
+        if self._subscription is not None and not self._subscription[0].is_closed:
+            # a round trip: the broker has read the last ack before the channel closes
+            with contextlib.suppress(Exception):
+                await self._subscription[0].basic_qos(prefetch_count=self.prefetch)
+            await asyncio.sleep(0.2)
+        for opened in (self._consume, self._publish):
+            if opened is not None and not opened.is_closed:
+                with contextlib.suppress(Exception):
+                    await opened.close()
+        log.info("stopped", extra=kv(acked=self.acked, instance=self.settings.instance_id))
