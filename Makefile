@@ -8,14 +8,14 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make install          create $(VENV) and install calc-events with its dev tools"
-	@echo "make check            lint (ruff), types (mypy), generated code up to date"
+	@echo "make check            lint (ruff), types (mypy), import contracts (import-linter), generated code up to date"
 	@echo "make test             every test: unit, then integration and chaos against a real broker"
 	@echo "make test-unit        unit tests only (no broker, seconds)"
 	@echo "make test-integration integration tests without the chaos tier"
 	@echo "make test-chaos       failure and security tests on private nodes (containers without rabbitmq-server)"
 	@echo "make test-chaos-docker  every chaos test on RabbitMQ 4.0 containers"
 	@echo "make e2e              build and run the docker compose stack and check it end to end"
-	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table + bench/results/latest.json"
+	@echo "make bench            the benchmark (RABBITMQ_URL or the local broker): table, JSON, bench/README.md"
 	@echo "make bench-smoke      a small benchmark run that checks every variant loses nothing"
 	@echo "make gen              regenerate gen/ from proto/calc.proto"
 
@@ -25,6 +25,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	VENV=$(VENV) scripts/install-tools.sh
 
 gen:
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
@@ -32,8 +33,15 @@ gen:
 check:
 	$(BIN)/ruff check .
 	$(BIN)/mypy calculator messaging producer consumer dlq_inspector journal
+	$(BIN)/lint-imports
 	PYTHON=$(BIN)/python scripts/gen_proto.sh
 	git diff --exit-code -- gen || (echo "gen/ is stale: run make gen and commit it" >&2; exit 1)
+	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking --against released
+	$(BIN)/promtool check rules deploy/prometheus/rules.yml
+	$(BIN)/promtool test rules deploy/prometheus/rules_test.yml
+	$(BIN)/promtool check config deploy/prometheus/prometheus.yml
+	$(BIN)/python deploy/prometheus/generate_prometheusrule.py --check
 
 test:
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -57,6 +65,7 @@ test-py313:
 
 bench:
 	$(BIN)/python -m bench --json bench/results/latest.json
+	$(BIN)/python scripts/doc_tables.py --publish bench bench/results/latest.json
 
 bench-smoke:
 	$(BIN)/python -m bench --smoke

@@ -33,7 +33,7 @@ _SOCKET = {"_SelectorSocketTransport.write", "_SelectorSocketTransport._read_rea
            "_SelectorSocketTransport._read_ready__get_buffer", "EpollSelector.select",
            "BaseSelectorEventLoop._process_events"}
 _SETTLE = ("ConsumerService._settle", "ConsumerService._flush_acks", "ConsumerService._acks_for", "_Acks.",
-           "_Completed.", "RangeAcker.")
+           "_Completed.", "RangeAcker.", "Pipeline._settle", "AckLedger.", "Completed.")
 _STARTUP = ("<frozen importlib", "connect", "ConsumerService.start", "declare")
 
 
@@ -49,7 +49,8 @@ def _short(path: str) -> str:
 def bucket(frames: list[tuple[str, str]]) -> str:
     """The bucket of one sample; `frames` are (function, path) from the root to the leaf."""
     if any(path.startswith(_STARTUP) or function.startswith(_STARTUP) for function, path in frames):
-        if not any(function.startswith("ConsumerService._on_message") for function, _ in frames):
+        if not any(function.startswith(("ConsumerService._on_message", "Pipeline.on_message"))
+                   for function, _ in frames):
             return "other"
     for function, path in reversed(frames):
         if function in _SOCKET:
@@ -63,12 +64,13 @@ def bucket(frames: list[tuple[str, str]]) -> str:
         if path.startswith("logging/") or path == "messaging/logs.py":
             return "log"
         if path.startswith(("google/protobuf", "gen/", "uuid.py", "datetime.py")) or path in (
-                "messaging/codec.py", "bench/work.py"):
+                "messaging/codec.py", "messaging/enums.py", "bench/work.py"):
             return "protobuf"
-        if path.startswith("calculator/") or path == "consumer/handler.py":
+        if path.startswith("calculator/") or path in ("consumer/handler.py", "messaging/verdict.py"):
             return "checks"
         if path in ("consumer/service.py", "messaging/publisher.py", "messaging/deadlines.py",
-                    "messaging/metrics.py") or path.startswith("bench/variants/"):
+                    "messaging/metrics.py", "consumer/pipeline.py", "consumer/outcomes.py",
+                    "consumer/policy.py", "consumer/acks.py") or path.startswith("bench/variants/"):
             return "service"
         if path.startswith(("aiormq/", "aio_pika/", "pika/", "asyncio/", "contextlib.py", "_weakrefset.py")):
             return "machinery"

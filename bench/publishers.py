@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pamqp.commands import Basic
 
 from bench.workload import BASIC_OPERATIONS
-from messaging import codec, topology
+from messaging import codec, enums, topology
 from producer.generator import Spec
 
 
@@ -69,7 +69,7 @@ async def raw(count: int, in_flight: int) -> float:
                 ts.GetCurrentTime()
                 event_id = codec.new_event_id()
                 body = codec.Requested(event_id=event_id, occurred_at=ts,
-                                       operation=codec.proto_operation(spec.operation),  # type: ignore[arg-type]
+                                       operation=enums.proto_operation(spec.operation),  # type: ignore[arg-type]
                                        operands=spec.operands, source="bench").SerializeToString()
                 props = Basic.Properties(content_type=codec.CONTENT_TYPE, message_type=codec.TYPE_REQUESTED,
                                          message_id=event_id, correlation_id=event_id, delivery_mode=2,

@@ -178,12 +178,20 @@ async def _consumer_ready(url: str, queue: str, timeout: float = 30.0) -> None:
     raise BenchFailure(f"no consumer on {queue} after {timeout}s")
 
 
+def half_capacity(run: Run) -> int | None:
+    """Half of ours' end-to-end rate in this run, to the nearest 100/s: where p99 is judged."""
+    ours = run.results.get("end_to_end", {}).get("ours", {}).get("rate")
+    return max(100, round(ours / 2 / 100) * 100) if ours else None
+
+
 async def latencies(run: Run) -> None:
     plan = run.plan
     table: dict[str, Any] = {}
+    half = half_capacity(run)
+    rates = tuple(sorted(set(plan.latency_rates) | ({half} if half else set())))
     for rep in range(plan.repeat):
         for name in plan.latency_variants:
-            for rate in plan.latency_rates:
+            for rate in rates:
                 count = int(rate * plan.latency_seconds)
                 warmup = max(200, int(rate))  # a second's worth, not timed: process start, first deliveries
                 await workload.reset(run.url)
@@ -208,6 +216,8 @@ async def latencies(run: Run) -> None:
             for key in ("p50", "p90", "p99", "achieved_rate"):
                 cell[key] = statistics.median(r[key] for r in cell["runs"])
     run.results["latency"] = table
+    if half:
+        run.results["latency_half_capacity"] = half
 
 
 async def memory(run: Run) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from calculator import CalculationError, compute
-from messaging import codec, topology
+from messaging import codec, enums, topology
 
 RESULTS_EXCHANGE = topology.RESULTS_EXCHANGE
 WORK_QUEUE = topology.work_queue("basic")
@@ -43,11 +43,11 @@ def process(body: bytes, routing_key: str, correlation_id: str | None) -> Outcom
     event_id = str(uuid.uuid4())
     correlation = correlation_id or request.event_id
     try:
-        operation = codec.domain_operation(int(request.operation))
+        operation = enums.domain_operation(int(request.operation))
         result = compute(operation, list(request.operands))
     except CalculationError as exc:
         failed = codec.Failed(event_id=event_id, request_event_id=request.event_id, occurred_at=now,
-                              operation=request.operation, reason=codec.reason_of(exc),  # type: ignore[arg-type]
+                              operation=request.operation, reason=enums.reason_of(exc),  # type: ignore[arg-type]
                               detail=str(exc), attempts=1, processed_by=PROCESSED_BY)
         return Outcome(False, topology.failed_key(word), failed.SerializeToString(), codec.TYPE_FAILED,
                        event_id, correlation, now.seconds)

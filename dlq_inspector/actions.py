@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aio_pika.abc import AbstractChannel
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from dlq_inspector.broker import BROKER_ERRORS
 from dlq_inspector.explain import Explanation, explain
@@ -19,7 +19,7 @@ from dlq_inspector.letters import DeadLetter, to_record
 from dlq_inspector.reader import Delivery, DlqScan
 from dlq_inspector.render import Progress
 from dlq_inspector.selection import Found, Selection
-from messaging import codec, topology
+from messaging import backoff, codec, topology
 from messaging.errors import CalcEventsError, PublishFailed, Unencodable
 from messaging.frames import printable
 from messaging.publisher import publish
@@ -54,6 +54,18 @@ class ActionResult:
             "seconds": round(self.seconds, 3),
         }
 
+    def note_done(self, explanation: Explanation) -> None:
+        self.done += 1
+        self.done_by_reason[explanation.reason] += 1
+
+    def note_failed(self, explanation: Explanation, error: str) -> None:
+        self.failed.append({"event_id": explanation.event_id, "error": error})
+
+    def finish(self, found: Found, scan: DlqScan, started: float) -> None:
+        self.missing_ids = found.missing
+        self.complete = scan.complete
+        self.seconds = time.monotonic() - started
+
 
 OnMessage = Callable[[Explanation], None]
 OnFailure = Callable[[Explanation, str], None]
@@ -84,11 +96,29 @@ async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: st
                                  app_id=codec.APP_INSPECTOR)
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),
                              stop=stop_after_attempt(PUBLISH_TRIES),
-                             wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+                             wait=backoff.INSPECTOR.tenacity_wait, reraise=True)
     async for attempt in retrying:
         with attempt:
             await publish(channel, topology.REQUESTS_EXCHANGE, message, routing_key,
                           settings.publish_timeout)
+
+
+async def _republish_then_ack(channel: AbstractChannel, delivery: Delivery, explanation: Explanation,
+                              settings: Settings) -> str | None:
+    """Republish one message and remove it from the DLQ only once the broker confirmed the copy.
+
+    Returns why it did not (None when it did): a copy not confirmed leaves the message in the
+    DLQ untouched; a failed ack after the confirm leaves both, a duplicate, never a loss.
+    """
+    try:
+        await _publish(channel, delivery, explanation.original_routing_key, settings)
+    except CalcEventsError as exc:
+        return str(exc)
+    try:
+        await delivery.ack()
+    except BROKER_ERRORS as exc:
+        return f"replayed, but still in the DLQ (a later replay duplicates it): {exc!r}"
+    return None
 
 
 async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, settings: Settings,
@@ -112,24 +142,15 @@ async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, 
 
     async def one(delivery: Delivery, explanation: Explanation) -> None:
         try:
-            try:
-                await _publish(channel, delivery, explanation.original_routing_key, settings)
-            except CalcEventsError as exc:
-                result.failed.append({"event_id": explanation.event_id, "error": str(exc)})
-                on_failed(explanation, str(exc))
-                return
-            try:
-                await delivery.ack()
-            except BROKER_ERRORS as exc:
-                error = f"replayed, but still in the DLQ (a later replay duplicates it): {exc!r}"
-                result.failed.append({"event_id": explanation.event_id, "error": error})
-                on_failed(explanation, error)
-                return
-            result.done += 1
-            result.done_by_reason[explanation.reason] += 1
-            on_done(explanation)
+            error = await _republish_then_ack(channel, delivery, explanation, settings)
         finally:
             slots.release()
+        if error is None:
+            result.note_done(explanation)
+            on_done(explanation)
+        else:
+            result.note_failed(explanation, error)
+            on_failed(explanation, error)
 
     async for delivery in scan.deliveries():
         result.scanned += 1
@@ -138,8 +159,7 @@ async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, 
         if selection.matches(explanation):
             result.selected += 1
             if dry_run:
-                result.done += 1
-                result.done_by_reason[explanation.reason] += 1
+                result.note_done(explanation)
                 on_done(explanation)
             else:
                 await pace.wait()
@@ -154,9 +174,7 @@ async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, 
     progress.update(f"scanned {result.scanned}/{scan.expected}, selected {result.selected}, "
                     f"replayed {result.done}, failed {len(result.failed)}", force=True)
     progress.done()
-    result.missing_ids = found.missing
-    result.complete = scan.complete
-    result.seconds = time.monotonic() - started
+    result.finish(found, scan, started)
     return result
 
 
@@ -174,14 +192,11 @@ async def purge(scan: DlqScan, selection: Selection, settings: Settings, *, dry_
             result.selected += 1
             if not dry_run:
                 await delivery.ack()
-            result.done += 1
-            result.done_by_reason[explanation.reason] += 1
+            result.note_done(explanation)
             on_done(explanation)
         progress.update(f"scanned {result.scanned}/{scan.expected}, purged {result.done}")
     progress.done()
-    result.missing_ids = found.missing
-    result.complete = scan.complete
-    result.seconds = time.monotonic() - started
+    result.finish(found, scan, started)
     return result
 
 

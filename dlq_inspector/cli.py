@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dlq_inspector.explain import OPERATION_CHOICES, parse_reason
 from dlq_inspector.selection import Selection
+from messaging.arguments import OneLineParser, non_negative_int, positive_float
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the broker failed, or some messages could not be replayed
@@ -19,7 +20,7 @@ COMMANDS = ("report", "list", "show", "replay", "purge", "export", "watch", "ser
 
 DESCRIPTION = """\
 Read, explain, replay and purge calc.dlq. Reading never removes or reorders a message.
-Configured by the environment (RABBITMQ_URL, CALC_*; see README).
+Configured by the environment (RABBITMQ_URL, CALC_*; see docs/operations.md).
 
 exit codes: 0 ok, 1 broker failure or messages not replayed, 2 bad arguments or configuration,
 3 report --fail-if-any found messages, 4 an event id is not in the DLQ."""
@@ -32,56 +33,40 @@ def _reason(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _filters(p: argparse.ArgumentParser, reason: bool = True) -> None:
+    if reason:
+        p.add_argument("--reason", type=_reason, action="append", metavar="REASON",
+                       help="only this reason (repeatable), e.g. DIVISION_BY_ZERO")
+    p.add_argument("--operation", choices=OPERATION_CHOICES, action="append", metavar="OP",
+                   help=f"only this operation (repeatable): {', '.join(OPERATION_CHOICES)}")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+def _offline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file", type=Path, metavar="EXPORT",
+                   help="read an `export` file instead of the broker (offline inspection)")
+
+
+def _which(p: argparse.ArgumentParser, verb: str) -> None:
+    """The selection of a command that changes the DLQ, and its safety options."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--id", action="extend", nargs="+", metavar="EVENT_ID",
+                       help=f"{verb} these event ids")
+    group.add_argument("--reason", type=_reason, action="append", metavar="REASON",
+                       help=f"{verb} every message with this reason (repeatable)")
+    group.add_argument("--all", action="store_true", help=f"{verb} every message")
+    p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask for confirmation (required when stdin is not a terminal)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    common = OneLineParser(add_help=False)
+    common.add_argument("--connect-timeout", type=positive_float, default=10.0, metavar="SECONDS",
                         help="give up connecting to the broker after this long (default 10)")
 
-    def filters(p: argparse.ArgumentParser, reason: bool = True) -> None:
-        if reason:
-            p.add_argument("--reason", type=_reason, action="append", metavar="REASON",
-                           help="only this reason (repeatable), e.g. DIVISION_BY_ZERO")
-        p.add_argument("--operation", choices=OPERATION_CHOICES, action="append", metavar="OP",
-                       help=f"only this operation (repeatable): {', '.join(OPERATION_CHOICES)}")
-
-    def offline(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--file", type=Path, metavar="EXPORT",
-                       help="read an `export` file instead of the broker (offline inspection)")
-
-    def which(p: argparse.ArgumentParser, verb: str) -> None:
-        group = p.add_mutually_exclusive_group(required=True)
-        group.add_argument("--id", action="extend", nargs="+", metavar="EVENT_ID",
-                           help=f"{verb} these event ids")
-        group.add_argument("--reason", type=_reason, action="append", metavar="REASON",
-                           help=f"{verb} every message with this reason (repeatable)")
-        group.add_argument("--all", action="store_true", help=f"{verb} every message")
-        p.add_argument("--dry-run", action="store_true", help="show what would happen, change nothing")
-        p.add_argument("--yes", "-y", action="store_true",
-                       help="do not ask for confirmation (required when stdin is not a terminal)")
-        p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-
-    top = argparse.ArgumentParser(prog="dlq-inspector", description=DESCRIPTION,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = OneLineParser(prog="dlq-inspector", description=DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     report = sub.add_parser("report", parents=[common], help="counts by reason, operation, routing key "
@@ -89,37 +74,37 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the report as JSON")
     report.add_argument("--fail-if-any", action="store_true",
                         help=f"exit {EXIT_NOT_EMPTY} when the DLQ is not empty (monitoring, CI)")
-    offline(report)
+    _offline(report)
 
     listing = sub.add_parser("list", parents=[common], help="one row per message")
-    listing.add_argument("--limit", type=_non_negative_int, default=100, metavar="N",
+    listing.add_argument("--limit", type=non_negative_int, default=100, metavar="N",
                          help="stop after N rows (default 100; 0: all)")
-    filters(listing)
+    _filters(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    offline(listing)
+    _offline(listing)
 
     show = sub.add_parser("show", parents=[common], help="everything about one message")
     show.add_argument("event_id", metavar="EVENT_ID")
     show.add_argument("--json", action="store_true", help="one JSON object per matching message")
-    offline(show)
+    _offline(show)
 
     replay = sub.add_parser("replay", parents=[common],
                             help="republish to calc.requests; removed from the DLQ once confirmed")
-    which(replay, "replay")
-    replay.add_argument("--rate", type=_positive_float, metavar="PER_SECOND",
+    _which(replay, "replay")
+    replay.add_argument("--rate", type=positive_float, metavar="PER_SECOND",
                         help="replay at most this many messages per second (default: no limit)")
 
     purge = sub.add_parser("purge", parents=[common],
                            help="delete the selected messages (the others stay, in order)")
-    which(purge, "purge")
+    _which(purge, "purge")
 
     export = sub.add_parser("export", parents=[common],
                             help="write messages as JSON lines, body base64 included")
     export.add_argument("output", metavar="FILE", help="file to write (`-`: standard output)")
-    filters(export)
+    _filters(export)
 
     watch = sub.add_parser("watch", parents=[common], help="a live summary, until Ctrl-C")
-    watch.add_argument("--interval", type=_positive_float, default=5.0, metavar="SECONDS",
+    watch.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS",
                        help="seconds between refreshes (default 5)")
 
     sub.add_parser("serve", help="long-running: logs the report every CALC_INSPECTOR_INTERVAL s and "

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlq_inspector import actions, cli, render, service
+from dlq_inspector import actions, cli, render
+from dlq_inspector import serve as serving
 from dlq_inspector.broker import connected
 from dlq_inspector.errors import InspectorError, UsageError
 from dlq_inspector.explain import Explanation, explain
 from dlq_inspector.letters import DeadLetter
 from dlq_inspector.reader import DlqScan, read_export
-from dlq_inspector.report import Report, summarize
+from dlq_inspector.report import Report, scan_report, summarize
 from dlq_inspector.selection import Found
 from messaging import lifecycle, topology
 from messaging.logs import kv
@@ -245,7 +246,7 @@ async def watch(args: argparse.Namespace, settings: Settings) -> int:
     previous: Report | None = None
     async with connected(settings, _name(settings, "watch"), args.connect_timeout) as connection:
         while not stop.is_set():
-            current = await service.scan_report(connection, settings)
+            current = await scan_report(connection, settings)
             change = "" if previous is None else f" ({current.total - previous.total:+d} since last)"
             stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
             text = (f"{stamp}  every {args.interval:g}s, Ctrl-C to stop{change}\n"
@@ -258,7 +259,7 @@ async def watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
-    return await service.serve(settings, lifecycle.shutdown_event())
+    return await serving.serve(settings, lifecycle.shutdown_event())
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {

@@ -7,15 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from calculator import Operation
-from consumer.handler import evaluate
 from dlq_inspector.letters import DeadLetter, Death
 from gen import calc_pb2
-from messaging import codec
+from messaging import codec, enums
 from messaging.errors import DecodeError
 from messaging.topology import RETRY_PREFIX
+from messaging.verdict import evaluate
 
-RETRIES_EXHAUSTED = codec.reason_name(calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED)
-MALFORMED = codec.reason_name(calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE)
+RETRIES_EXHAUSTED = enums.reason_name(calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED)
+MALFORMED = enums.reason_name(calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE)
 
 # Deaths decided by the broker, not by a consumer's verdict: the x-death reason names them.
 BROKER_REASONS = {"expired": "EXPIRED", "maxlen": "MAXLEN", "delivery_limit": "DELIVERY_LIMIT"}
@@ -26,7 +26,7 @@ _BROKER_DETAIL = {
 }
 
 FAILURE_REASONS = tuple(
-    codec.reason_name(value) for value in calc_pb2.FailureReason.values()
+    enums.reason_name(value) for value in calc_pb2.FailureReason.values()
     if value != calc_pb2.FAILURE_REASON_UNSPECIFIED
 )
 REASONS = FAILURE_REASONS + tuple(BROKER_REASONS.values())
@@ -98,6 +98,20 @@ def _decoded(body: bytes) -> codec.Requested | None:
         return None
 
 
+def _as_delivered(letter: DeadLetter, last: Death | None) -> codec.Incoming:
+    """The delivery the consumer evaluated: the letter with the routing key of its `last` death."""
+    return codec.Incoming(
+        body=letter.body,
+        routing_key=last.routing_keys[0] if last and last.routing_keys else letter.routing_key,
+        content_type=letter.text("content_type"),
+        type=letter.text("type"),
+        message_id=letter.text("message_id"),
+        correlation_id=letter.text("correlation_id"),
+        headers=letter.client_headers,
+        undecodable=letter.undecodable,
+    )
+
+
 def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanation:
     """Re-derive why `letter` died.
 
@@ -112,21 +126,11 @@ def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanatio
     """
     deaths = letter.deaths
     last = deaths[0] if deaths else None
-    arrival_key = last.routing_keys[0] if last and last.routing_keys else letter.routing_key
     first = deaths[-1] if deaths else None
     original_key = first.routing_keys[0] if first and first.routing_keys else letter.routing_key
-    incoming = codec.Incoming(
-        body=letter.body,
-        routing_key=arrival_key,
-        content_type=letter.text("content_type"),
-        type=letter.text("type"),
-        message_id=letter.text("message_id"),
-        correlation_id=letter.text("correlation_id"),
-        headers=letter.client_headers,
-        undecodable=letter.undecodable,
-    )
+    incoming = _as_delivered(letter, last)
     outcome = evaluate(incoming, max_bytes)
-    verdict = codec.reason_name(outcome.reason) if not outcome.ok else ""
+    verdict = enums.reason_name(outcome.reason) if not outcome.ok else ""
     attempts = incoming.attempt
     death = last.reason if last else "rejected"
     if death in BROKER_REASONS:
@@ -154,7 +158,7 @@ def explain(letter: DeadLetter, max_bytes: int, max_attempts: int) -> Explanatio
         letter=letter,
         event_id=event_id,
         correlation_id=letter.text("correlation_id") or event_id,
-        operation=codec.operation_label(int(request.operation)) if request is not None else UNDECODABLE,
+        operation=enums.operation_label(int(request.operation)) if request is not None else UNDECODABLE,
         operands=tuple(request.operands) if request is not None else (),
         reason=reason,
         detail=detail,

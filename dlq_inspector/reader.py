@@ -1,23 +1,11 @@
 """Reading calc.dlq without taking anything: a scan holds every message unacked, then hands all back.
 
-How a scan stays non-destructive, ordered and bounded in memory:
-
-- It reads with manual acks and never acks what it only looks at. At the end it nacks (requeue)
-  everything it holds, window after window in queue order, and waits until the queue has it back.
-  On a classic calc.dlq (RabbitMQ 3.x) a requeued message returns to its original position; on a
-  quorum one (4.0 and later) requeued messages go back to the head in the order they are handed
-  back, and its delivery limit is out of reach (topology.DLQ_DELIVERY_LIMIT). Either way no
-  delivery limit counts, and any number of scans changes nothing. If the inspector dies, the broker
-  requeues by itself: nothing is lost, though on a quorum queue the windows may come back in
-  another order.
-- A consumer with prefetch N stops receiving once N messages are unacked, and a scan must not ack.
-  So it reads in windows: a channel consumes until it holds N messages, its consumer is cancelled
-  (the messages stay held by that channel), and the next window opens on a new channel, where the
-  broker goes on from the first message nobody holds. Memory holds at most one window of bodies;
-  the broker holds the rest as unacked. (basic.get would be simpler but is about 4x slower.)
-- Where the queue ends: the ready count of a passive declare when the scan starts. Messages that
-  arrive later are not read (and a replayed message that dies again is not replayed twice in one
-  run). If fewer arrive (another reader holds them), the scan ends after an idle timeout and says so.
+A scan never acks what it only looks at, and requeues all it holds at the end (`DlqScan.close`),
+so no delivery limit counts and any number of scans changes nothing; if the inspector dies, the
+broker requeues by itself. It reads in windows of `window` messages, each on its own channel
+(a consumer stops receiving at its prefetch), so memory holds one window of bodies, and it reads
+as many as the queue had ready when it began, or says that another reader holds some. Why it
+consumes rather than basic.get, and what each queue type does to the order: docs/architecture.md.
 """
 
 from __future__ import annotations

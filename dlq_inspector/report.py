@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aio_pika.abc import AbstractConnection
+
 from dlq_inspector.explain import REASONS, Explanation, explain
 from dlq_inspector.letters import DeadLetter
+from dlq_inspector.reader import DlqScan
+from messaging.settings import Settings
 from messaging.topology import DLQ
 
 
@@ -23,6 +28,9 @@ class Report:
     by_reason: Counter[str] = field(default_factory=Counter)
     by_operation: Counter[str] = field(default_factory=Counter)
     by_routing_key: Counter[str] = field(default_factory=Counter)
+    by_reason_and_operation: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Counts by (reason, operation group): an operation outside the enum is `unknown`, so the
+    pairs, unlike `by_operation`'s labels, are a bounded set (the metric's series)."""
     oldest_death: datetime | None = None
     newest_death: datetime | None = None
     expected: int | None = None
@@ -38,6 +46,7 @@ class Report:
         self.by_reason[explanation.reason] += 1
         self.by_operation[explanation.operation] += 1
         self.by_routing_key[explanation.original_routing_key] += 1
+        self.by_reason_and_operation[explanation.reason, explanation.operation_group] += 1
         died = explanation.last_death
         if died is not None:
             if self.oldest_death is None or died < self.oldest_death:
@@ -84,4 +93,14 @@ async def summarize(letters: AsyncIterator[DeadLetter], max_bytes: int, max_atte
     report = Report()
     async for letter in letters:
         report.add(explain(letter, max_bytes, max_attempts))
+    return report
+
+
+async def scan_report(connection: AbstractConnection, settings: Settings) -> Report:
+    """Scan calc.dlq once into a report (every message handed back when it returns)."""
+    started = time.monotonic()
+    async with DlqScan(connection) as scan:
+        report = await summarize(scan.letters(), settings.max_message_bytes, settings.max_attempts)
+        report.expected, report.complete = scan.expected, scan.complete
+    report.scan_seconds = time.monotonic() - started
     return report

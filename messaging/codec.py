@@ -14,17 +14,17 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from pamqp.commands import Basic
 
-from calculator import (
-    CalculationError,
-    DivisionByZero,
-    DomainError,
-    InvalidArguments,
-    Operation,
-    Overflow,
-    UnknownOperation,
-)
+from calculator import Operation
 from gen import calc_pb2
 from messaging import frames
+
+# `as` re-exports: the consumer reads these as codec.<name>; each lives in the module named for it
+from messaging.death_headers import forged_headers as forged_headers
+from messaging.enums import domain_operation as domain_operation
+from messaging.enums import operation_label as operation_label
+from messaging.enums import proto_operation
+from messaging.enums import reason_name as reason_name
+from messaging.enums import reason_of as reason_of
 from messaging.errors import DecodeError
 
 CONTENT_TYPE = "application/x-protobuf"
@@ -46,62 +46,8 @@ Requested = calc_pb2.CalculationRequested
 Completed = calc_pb2.CalculationCompleted
 Failed = calc_pb2.CalculationFailed
 
-_PROTO_OPERATION = {op: calc_pb2.Operation.Value(f"OPERATION_{op.name}") for op in Operation}
-_DOMAIN_OPERATION = {number: op for op, number in _PROTO_OPERATION.items()}
-
-_REASON_OF_ERROR: dict[type[CalculationError], int] = {
-    DivisionByZero: calc_pb2.FAILURE_REASON_DIVISION_BY_ZERO,
-    DomainError: calc_pb2.FAILURE_REASON_DOMAIN_ERROR,
-    Overflow: calc_pb2.FAILURE_REASON_OVERFLOW,
-    InvalidArguments: calc_pb2.FAILURE_REASON_INVALID_ARGUMENTS,
-    UnknownOperation: calc_pb2.FAILURE_REASON_UNKNOWN_OPERATION,
-}
-
-
-def proto_operation(operation: Operation) -> int:
-    return _PROTO_OPERATION[operation]
-
-
-def domain_operation(number: int) -> Operation:
-    """The domain operation of a proto enum number; UnknownOperation for 0 or an unknown value."""
-    try:
-        return _DOMAIN_OPERATION[number]
-    except KeyError:
-        raise UnknownOperation(f"unknown operation {operation_label(number)}") from None
-
-
-def operation_label(number: int) -> str:
-    """`add` for a known operation, `OPERATION_UNSPECIFIED` or `operation 42` otherwise."""
-    if number in _DOMAIN_OPERATION:
-        return _DOMAIN_OPERATION[number].word
-    if number == calc_pb2.OPERATION_UNSPECIFIED:
-        return "OPERATION_UNSPECIFIED"
-    return f"operation {number}"
-
-
-def reason_of(error: CalculationError) -> int:
-    """The FailureReason a domain error maps to, one to one."""
-    return _REASON_OF_ERROR[type(error)]
-
-
-def reason_name(reason: int) -> str:
-    """`DIVISION_BY_ZERO` for FAILURE_REASON_DIVISION_BY_ZERO; the number for unknown values."""
-    try:
-        return calc_pb2.FailureReason.Name(reason).removeprefix("FAILURE_REASON_")
-    except ValueError:
-        return str(reason)
-
-
-def reason_from_name(name: str) -> int:
-    """Accept `division_by_zero`, `DIVISION_BY_ZERO` or `FAILURE_REASON_DIVISION_BY_ZERO`."""
-    key = name.strip().upper()
-    if not key.startswith("FAILURE_REASON_"):
-        key = "FAILURE_REASON_" + key
-    try:
-        return calc_pb2.FailureReason.Value(key)
-    except ValueError:
-        known = ", ".join(reason_name(v) for v in calc_pb2.FailureReason.values() if v)
-        raise ValueError(f"unknown reason {name!r}; expected one of {known}") from None
+FORGED_HEADER = "forged-headers"
+"""Client header of a dead letter the consumer dead-lettered itself: the `x-` headers it removed."""
 
 
 def new_event_id() -> str:
@@ -156,55 +102,6 @@ def fits_short_string(value: str) -> bool:
         return len(value.encode("utf-8")) <= SHORT_STRING_MAX
     except UnicodeEncodeError:  # surrogate-escaped bytes that were not UTF-8 (messaging.frames)
         return False
-
-
-_DEATH_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("queue", str), ("reason", str), ("count", int), ("time", datetime), ("exchange", str),
-    ("routing-keys", list))
-_BROKER_TEXT_HEADERS = frozenset(f"x-{edge}-death-{part}" for edge in ("first", "last")
-                                 for part in ("queue", "reason", "exchange"))
-FORGED_HEADER = "forged-headers"
-"""Client header of a dead letter the consumer dead-lettered itself: the `x-` headers it removed."""
-
-
-def _is_deaths(value: Any) -> bool:
-    """Whether `value` has the shape of the broker's own `x-death`: a list of tables of its fields."""
-    if not isinstance(value, list):
-        return False
-    for entry in value:
-        if not isinstance(entry, dict):
-            return False
-        for name, kind in _DEATH_FIELDS:
-            item = entry.get(name)
-            if not isinstance(item, kind) or isinstance(item, bool):
-                return False
-        if not all(isinstance(key, str) for key in entry["routing-keys"]):
-            return False
-        if not isinstance(entry.get("original-expiration", ""), str):
-            return False
-    return True
-
-
-def forged_headers(headers: Mapping[str, Any]) -> list[str]:
-    """The `x-` headers that dead-lettering reads and that lack the broker's shape: a client's.
-
-    RabbitMQ 3.10's dead-letter worker crashes on a malformed `x-death` (and, restarted on the
-    same message, soon stops for good: no queue of the node dead-letters any more), so a message
-    carrying one must never be rejected to the broker. Other `x-` headers are left alone.
-    """
-    forged = []
-    for key, value in headers.items():
-        if key == "x-death":
-            ok = _is_deaths(value)
-        elif key in _BROKER_TEXT_HEADERS:
-            ok = isinstance(value, str)
-        elif key == "x-delivery-count":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            continue
-        if not ok:
-            forged.append(key)
-    return forged
 
 
 def decode_request(body: bytes) -> Requested:

@@ -11,14 +11,9 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 
-from messaging import frames
+from messaging import backoff, frames
 from messaging.errors import CalcEventsError, ConfigurationError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -106,7 +101,7 @@ async def connect(settings: Settings, name: str, *, robust: bool = True,
     opener = aio_pika.connect_robust if robust else aio_pika.connect
     retrying = AsyncRetrying(
         retry=retry_if_exception(_worth_retrying),
-        wait=wait_exponential(multiplier=0.5, max=5),
+        wait=backoff.CONNECT.tenacity_wait,
         stop=stop_after_delay(limit),
         reraise=True,
         before_sleep=lambda state: log.warning(

@@ -250,40 +250,39 @@ class _Reader:
             return offset + 8, RawTimestamp(raw) if keep_raw else None
 
     def _table(self, offset: int, where: str, depth: int) -> tuple[int, dict[str, Any]]:
+        end, fields = self._container(offset, where, depth, keyed=True)
+        return end, dict(fields)
+
+    def _array(self, offset: int, where: str, depth: int) -> tuple[int, list[Any]]:
+        end, fields = self._container(offset, where, depth, keyed=False)
+        return end, [item for _, item in fields]
+
+    def _container(self, offset: int, where: str, depth: int,
+                   keyed: bool) -> tuple[int, list[tuple[str, Any]]]:
+        """The (key, value) fields of a table (`keyed`) or an array (keys ""), and where it ends.
+
+        Its length is checked against the frame, its depth against MAX_DEPTH (deeper: dropped);
+        a field of unknown type ends it, since the fields after it cannot be located.
+        """
         (length,) = struct.unpack_from(">I", self.data, offset)
-        start, end = offset + 4, offset + 4 + length
+        position, end = offset + 4, offset + 4 + length
         if end > len(self.data):
-            raise ValueError(f"{where}: table runs past the frame")
-        table: dict[str, Any] = {}
+            raise ValueError(f"{where}: {'table' if keyed else 'array'} runs past the frame")
+        fields: list[tuple[str, Any]] = []
         if depth >= MAX_DEPTH:
             self.problems.append(f"{where}: nested deeper than {MAX_DEPTH} levels (dropped)")
-            return end, table
-        position = start
+            return end, fields
         while position < end:
-            position, key = self._short_str(position, f"{where} key")
-            inner = f"{where}[{escaped(key)!r}]"
+            if keyed:
+                position, key = self._short_str(position, f"{where} key")
+                inner = f"{where}[{escaped(key)!r}]"
+            else:
+                key, inner = "", f"{where}[{len(fields)}]"
             position, item, complete = self._field(position, inner, depth + 1)
             if not complete:
                 break
-            table[key] = item
-        return end, table
-
-    def _array(self, offset: int, where: str, depth: int) -> tuple[int, list[Any]]:
-        (length,) = struct.unpack_from(">I", self.data, offset)
-        start, end = offset + 4, offset + 4 + length
-        if end > len(self.data):
-            raise ValueError(f"{where}: array runs past the frame")
-        items: list[Any] = []
-        if depth >= MAX_DEPTH:
-            self.problems.append(f"{where}: nested deeper than {MAX_DEPTH} levels (dropped)")
-            return end, items
-        position = start
-        while position < end:
-            position, item, complete = self._field(position, f"{where}[{len(items)}]", depth + 1)
-            if not complete:
-                break
-            items.append(item)
-        return end, items
+            fields.append((key, item))
+        return end, fields
 
     def _field(self, offset: int, where: str, depth: int) -> tuple[int, Any, bool]:
         """One typed field value; `complete` is False when its type is unknown (the rest of the

@@ -41,7 +41,7 @@ def _default_instance() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of every service. Field docs are the README's configuration table."""
+    """Every knob of every service. Field docs are the configuration table of docs/operations.md."""
 
     rabbitmq_url: str = DEFAULT_URL
     """RABBITMQ_URL: amqp(s)://user:password@host:port/vhost of the broker (query: only ?heartbeat=N)."""

@@ -15,6 +15,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
 from calculator import Operation
+from messaging.backoff import Backoff
 from messaging.errors import ConfigurationError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -45,7 +46,7 @@ DLQ_DELIVERY_LIMIT = 2_147_483_647
 Not unset: RabbitMQ 4.0 then applies 20, and the 21st peek drops every message. Not -1 (the
 documented "unlimited"): a quorum queue without a limit puts a requeued message at the back, so
 a partial scan (`list --limit`) or a letter dead-lettered during a scan would reorder the DLQ. With
-a limit a requeued message goes back to the head, in the order handed back (README, "The DLQ
+a limit a requeued message goes back to the head, in the order handed back (docs/operations.md, "The DLQ
 inspector")."""
 
 REQUESTED_PREFIX = "calc.requested."
@@ -88,8 +89,7 @@ def retry_exchange(tier: int) -> str:
 
 def retry_delay(settings: Settings, tier: int) -> float:
     """Seconds a retry of tier `tier` (1-based) waits: capped exponential backoff."""
-    delay: float = settings.retry_base_delay * (2 ** (tier - 1))
-    return min(delay, settings.retry_max_delay)
+    return Backoff(settings.retry_base_delay, settings.retry_max_delay).delay(tier)
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,8 @@ async def _type_to_declare(channel: AbstractChannel, queue: QueueSpec) -> Mappin
             return queue.arguments  # another argument differs: the declaration says which
         log.warning(
             "the queue exists as a classic queue, which RabbitMQ 4 does not replicate (a lost node "
-            "loses what it holds); using it as it is. To replicate it: README, 'Moving calc.dlq "
-            "and calc.results.audit to quorum queues'", extra=kv(queue=queue.name))
+            "loses what it holds); using it as it is. To replicate it: docs/operations.md, 'Moving "
+            "calc.dlq and calc.results.audit to quorum queues'", extra=kv(queue=queue.name))
         return queue.existing
     finally:
         if not probe.is_closed:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from calculator import InvalidArguments, Operation, check_arguments
 from messaging import lifecycle, logs
+from messaging.arguments import OneLineParser, positive_float, positive_int, share
 from messaging.connection import connect
 from messaging.errors import UnroutableError
 from messaging.settings import Settings
@@ -25,18 +24,11 @@ log = logging.getLogger("producer")
 EXIT_UNROUTABLE = 3
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr (`calc-producer bulk: error: ...`), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(lifecycle.EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="calc-producer",
         description="Publish CalculationRequested events to calc.requests (publisher confirms). "
-                    "Configured by environment variables (see README). Exit codes: 0 done, "
+                    "Configured by environment variables (see docs/operations.md). Exit codes: 0 done, "
                     "1 broker failure, 2 bad arguments or configuration, 3 unroutable message.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="publish one random request every CALC_INTERVAL seconds (default)")
@@ -48,45 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--unchecked", action="store_true",
                       help="send even a wrong operand count or a NaN/inf operand (to demo INVALID_ARGUMENTS)")
     bulk = sub.add_parser("bulk", help="publish N mixed requests with a progress line")
-    bulk.add_argument("--count", type=_count, required=True)
-    bulk.add_argument("--rate", type=_rate, help="requests per second (default: as fast as confirmed)")
-    bulk.add_argument("--failure-share", type=_share,
+    bulk.add_argument("--count", type=positive_int, required=True)
+    bulk.add_argument("--rate", type=positive_float,
+                      help="requests per second (default: as fast as confirmed)")
+    bulk.add_argument("--failure-share", type=share,
                       help="share built to fail, 0..1 (default CALC_FAILURE_SHARE)")
     bulk.add_argument("--seed", type=int, help="random seed, for a reproducible mix")
     bulk.add_argument("--ids-file", type=Path, help="write every confirmed event_id here, one a line")
     bulk.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    # 0, negative, NaN and inf would all silently mean "unpaced"; leaving the option out says so.
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # false for NaN too
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

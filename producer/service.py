@@ -12,25 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from prometheus_client import Counter
 
-from messaging import codec, topology
+from messaging import backoff, codec, topology
 from messaging.errors import PublishFailed
 from messaging.logs import kv
 from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish, publish_until_confirmed
 from messaging.settings import Settings
 from producer.generator import Spec, random_spec
+from producer.metrics import CONFIRMED, PUBLISHED, RETRIED
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = Counter("calc_producer_published_total", "Requests published", ["operation"])
-CONFIRMED = Counter("calc_producer_confirmed_total", "Requests confirmed by the broker",
-                    ["operation"])
-RETRIED = Counter("calc_producer_publish_retries_total",
-                  "Publishes retried after a nack, timeout or lost channel", ["operation"])
-
-FIRST_RETRY_WAIT = 0.05
+FIRST_RETRY_WAIT = backoff.PUBLISH.delay(1)
 """Seconds before the second attempt: the first step of publish_until_confirmed's backoff."""
 
 
@@ -84,8 +78,8 @@ class Producer:
     async def _publish(self, channel: AbstractChannel, message: codec.Outgoing, key: str, word: str) -> int:
         """Publish until confirmed; returns the attempts it took.
 
-        The first attempt goes straight out: nearly every publish is confirmed at once, and
-        building tenacity's retry machinery for each one cost a sixth of `bulk`'s CPU.
+        The first attempt goes straight out, without tenacity's retry machinery: nearly every
+        publish is confirmed at once, and that machinery is built anew for each (docs/architecture.md).
         """
         try:
             await publish(channel, topology.REQUESTS_EXCHANGE, message, key, self.settings.publish_timeout)

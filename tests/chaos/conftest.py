@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts import doc_tables
 from tests.support.broker import choose_chaos_node_kind
 
 CHAOS_DIR = Path(__file__).parent.resolve()
@@ -22,7 +23,7 @@ COMMAND = ".venv/bin/pytest tests/chaos"
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the README's Reliability table."""
+    """One line of the table in docs/reliability.md."""
 
     scenario: str
     sent: int
@@ -49,15 +50,6 @@ def reliability(request: pytest.FixtureRequest) -> Callable[[Row], None]:
     return rows.append
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = ["| scenario | messages sent | lost | duplicates | time to recover | notes |",
-             "|---|---:|---:|---:|---:|---|"]
-    for r in rows:
-        recover = "n/a" if r.recover_s is None else f"{r.recover_s:.1f} s"
-        lines.append(f"| {r.scenario} | {r.sent:,} | {r.lost} | {r.duplicates} | {recover} | {r.notes} |")
-    return "\n".join(lines) + "\n"
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     config = terminalreporter.config
     rows = config.stash.get(_ROWS, [])
@@ -74,8 +66,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "rows": [asdict(r) for r in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
-    path.with_suffix(".md").write_text(markdown(rows))
+    table = doc_tables.reliability(document)
+    path.with_suffix(".md").write_text(table + "\n")
     terminalreporter.section(f"reliability ({document['broker']})")
-    for line in markdown(rows).splitlines():
+    for line in table.splitlines():
         terminalreporter.write_line(line)
+    try:  # a run of every scenario becomes the table of docs/reliability.md
+        terminalreporter.write_line(doc_tables.publish("reliability-docker" if containers else "reliability",
+                                                       document))
+    except doc_tables.DocError as exc:
+        terminalreporter.write_line(str(exc))
     terminalreporter.write_line(f"written to {path} and {path.with_suffix('.md')}")

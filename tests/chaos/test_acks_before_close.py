@@ -13,7 +13,7 @@ import asyncio
 
 import aiormq
 
-from consumer.service import SETTLE_GRACE_S, let_acks_land
+from consumer.acks import SETTLE_GRACE_S, let_acks_land
 from tests.support.private_node import NodeFactory, PrivateNode
 
 MESSAGES = 300

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from consumer.handler import Outcome
 from messaging import codec, topology
+from messaging.verdict import Outcome
 from tests.integration.pipeline import (
     collect,
     declare,

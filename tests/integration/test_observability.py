@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -68,6 +69,50 @@ async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Pa
     assert _total(samples, "calc_consumer_processing_seconds_count") == 300
     assert _total(samples, "calc_consumer_request_age_seconds_count") == completed
     assert _total(samples, "calc_consumer_in_flight") == 0
+
+
+async def test_the_dlq_gauges_add_up_to_what_the_consumer_dead_lettered(vhost_url: str,
+                                                                      tmp_path: Path) -> None:
+    """calc_dlq_messages{reason,operation} (the inspector's scan) against the consumer's counters."""
+    port, inspector_port = _free_port(), _free_port()
+    env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
+    consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
+    try:
+        wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
+        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "200", "--seed", "11",
+                               "--failure-share", "0.3"], env={**env, "CALC_METRICS_PORT": "0"},
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert bulk.returncode == 0, bulk.stderr
+        results = await collect(vhost_url, topology.AUDIT_QUEUE, 200, timeout=60)
+        consumed = _scrape(port)
+    finally:
+        assert stop_process(consumer) == 0
+    failed = len(results.failed())
+    assert len(results.completed()) + failed == 200 and failed > 0
+    for _ in range(100):  # a rejection reaches calc.dlq a moment after its result is confirmed
+        if await queue_depth(vhost_url, topology.DLQ) >= failed:
+            break
+        await asyncio.sleep(0.1)
+    assert await queue_depth(vhost_url, topology.DLQ) == failed
+    inspector = start_process(["dlq-inspector", "serve"], {
+        **env, "CALC_INSPECTOR_PORT": str(inspector_port), "CALC_INSPECTOR_INTERVAL": "1"},
+        tmp_path / "inspector.log")
+    try:
+        wait_for_line(tmp_path / "inspector.log", "dlq report")  # one scan finished
+        scraped = _scrape(inspector_port)
+    finally:
+        assert stop_process(inspector) == 0
+    series = [v for (n, _), v in scraped.items() if n == "calc_dlq_messages"]
+    assert len(series) > 1 and sum(series) == failed  # sum(calc_dlq_messages): the DLQ's size
+    assert not any(n.startswith("calc_dlq_messages_by_") for n, _ in scraped)
+    for (name, labels), count in consumed.items():
+        label = dict(labels)
+        if name == "calc_consumer_failures_total":
+            assert _total(scraped, "calc_dlq_messages", reason=label["reason"]) == count, label
+        if name == "calc_consumer_messages_total" and label["outcome"] == "failed":
+            assert _total(scraped, "calc_dlq_messages", operation=label["operation"]) == count, label
+    assert _total(consumed, "calc_consumer_failures_total") == failed
+    assert _total(scraped, "calc_dlq_scans_total") >= 1
 
 
 async def test_a_running_bulk_serves_its_metrics(vhost_url: str, tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ import pika
 import pytest
 
 from calculator import Operation
-from consumer.handler import Outcome
 from gen import calc_pb2
 from messaging import codec, topology
 from messaging.errors import UnroutableError
+from messaging.verdict import Outcome
 from producer.generator import Spec
 from tests.integration.pipeline import (
     collect,
@@ -56,7 +56,7 @@ async def test_every_operation_end_to_end(vhost_url: str) -> None:
         assert event.operation == codec.proto_operation(op)
         assert list(event.operands) == [float(x) for x in EXPECTED[op][0]]
         assert event.processed_by == settings.instance_id and event.event_id
-        # the contract's properties on every message this system publishes
+        # the contract's properties on every message this system publishes (docs/contract.md)
         assert message.routing_key == f"calc.completed.{op.word}"
         assert message.content_type == "application/x-protobuf"
         assert message.type == "calc.v1.CalculationCompleted"

@@ -1,4 +1,5 @@
-"""asyncapi.yaml agrees with the topology declaration and the proto: names, keys, fields."""
+"""asyncapi.yaml agrees with the topology declaration and the proto (names, keys, fields) and
+points at the contract, docs/contract.md."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from gen import calc_pb2
 from messaging import codec, topology
 from messaging.settings import Settings
 
-DOC: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parents[2] / "asyncapi.yaml").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+DOC: dict[str, Any] = yaml.safe_load((ROOT / "asyncapi.yaml").read_text())
 TABLE = topology.build(Settings())
 EXCHANGES = {e.name: e for e in TABLE.exchanges}
 QUEUES = {q.name: q for q in TABLE.queues}
@@ -91,3 +92,8 @@ def test_messages_match_the_proto() -> None:
                   for m in re.findall(r"^\s*([\w. ]+?)\s+(\w+)\s*=\s*(\d+);", schema, flags=re.M)}
         assert fields == _proto_fields(message), full_name
     assert DOC["defaultContentType"] == codec.CONTENT_TYPE
+
+
+def test_points_at_the_contract_in_this_repository() -> None:
+    assert "docs/contract.md" in DOC["info"]["description"]
+    assert (ROOT / "docs" / "contract.md").exists()

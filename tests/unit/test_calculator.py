@@ -81,6 +81,7 @@ def test_unknown_word() -> None:
 
 
 def test_heavy_split_matches_contract() -> None:
+    """calc.work.heavy takes power, sqrt and factorial (docs/contract.md, Topology)."""
     assert {op.word for op in Operation if op.heavy} == {"power", "sqrt", "factorial"}
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.service import _Acks, _Completed
+from consumer.acks import AckLedger
+from consumer.dedupe import Completed
 
 
-def _acks(batch: int = 3) -> _Acks:
-    return _Acks(channel=object(), batch=batch)
+def _acks(batch: int = 3) -> AckLedger:
+    return AckLedger(batch=batch)
 
 
-def _ready(acks: _Acks, *tags: int) -> None:
+def _ready(acks: AckLedger, *tags: int) -> None:
     for tag in tags:
         acks.ready(tag)
 
@@ -120,7 +121,7 @@ def test_broker_view_no_ack_covers_an_unconfirmed_or_settled_tag(data: st.DataOb
 
 
 def test_completed_ids_remember_the_newest_half_capacity_at_least_and_capacity_at_most() -> None:
-    completed = _Completed(capacity=10)
+    completed = Completed(capacity=10)
     for i in range(23):
         completed.add(f"id-{i}")
         remembered = [j for j in range(i + 1) if f"id-{j}" in completed]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiormq.abc
 
-from consumer.service import ConsumerService, _Acks
+from consumer.service import ConsumerService
+from messaging import codec
 from messaging.settings import Settings
 
 
@@ -37,15 +38,46 @@ class FakeChannel:
 aiormq.abc.AbstractChannel.register(FakeChannel)
 
 
+class Delivery(NamedTuple):
+    """What the ack ledger reads of a delivery."""
+
+    channel: FakeChannel
+    delivery_tag: int
+
+
+class Transport:
+    """The consumer's transport, started already: closing it closes the consume channel."""
+
+    def __init__(self, channel: FakeChannel) -> None:
+        self.channel = channel
+
+    async def unsubscribe(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if not self.channel.is_closed:
+            await self.channel.close()
+
+
+class Publisher:
+    def __init__(self, channel: FakeChannel) -> None:
+        self.channel = channel
+
+    async def publish(self, exchange: str, message: codec.Outgoing, routing_key: str) -> None:
+        raise AssertionError("nothing is published at stop")
+
+    async def close(self) -> None:
+        if not self.channel.is_closed:
+            await self.channel.close()
+
+
 def _service(calls: list[tuple[str, Any, float]], fail_qos: bool = False) -> ConsumerService:
     settings = Settings.from_env({"RABBITMQ_URL": "amqp://guest:guest@localhost/", "CALC_PREFETCH": "40"})
-    service = ConsumerService(settings, connection=None)  # type: ignore[arg-type]
     consume = FakeChannel(calls, "consume", fail_qos)
-    service._acks = _Acks(consume, batch=10)
-    for tag in (1, 2, 3):
-        service._acks.ready(tag)
-    service._consume_channel = consume  # type: ignore[assignment]
-    service._publish_channel = FakeChannel(calls, "publish")  # type: ignore[assignment]
+    service = ConsumerService(settings, None, transport=Transport(consume),  # type: ignore[arg-type]
+                              publisher=Publisher(FakeChannel(calls, "publish")))
+    for tag in (1, 2, 3):  # three deliveries with confirmed outcomes, not acked yet
+        service.ledger.ack(Delivery(consume, tag))  # type: ignore[arg-type]
     service.settle_grace = 0.2
     return service
 

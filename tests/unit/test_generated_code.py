@@ -27,6 +27,7 @@ def test_gen_is_up_to_date(tmp_path: Path) -> None:
 
 
 def test_contract_field_numbers() -> None:
+    """The field numbers of docs/contract.md: renumbering one breaks every reader."""
     from gen import calc_pb2
 
     def numbers(message: type) -> dict[str, int]:

@@ -14,7 +14,9 @@ def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exited:
         cli.parse(argv)
     assert exited.value.code == cli.EXIT_USAGE
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err  # one line, no usage block
+    return err
 
 
 def test_report_is_the_default_command() -> None:
@@ -39,17 +41,23 @@ def test_filters_and_selections() -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["list", "--reason", "bogus"], "unknown reason 'bogus'; expected one of DIVISION_BY_ZERO"),
     (["list", "--operation", "cube"], "invalid choice: 'cube'"),
-    (["list", "--limit", "-1"], "must be 0 or more"),
-    (["list", "--limit", "many"], "expected a whole number"),
+    (["list", "--limit", "-1"], "dlq-inspector list: error: argument --limit: must be 0 or more, got -1"),
+    (["list", "--limit", "many"], "argument --limit: expected a whole number, got 'many'"),
+    (["list", "--limit", "1.5"], "argument --limit: expected a whole number, got '1.5'"),
     (["replay", "--yes"], "one of the arguments --id --reason --all is required"),
     (["replay", "--all", "--reason", "OVERFLOW"], "not allowed with argument"),
-    (["replay", "--all", "--rate", "0"], "must be more than 0"),
+    (["replay", "--all", "--rate", "0"], "argument --rate: must be a finite number above 0, got 0"),
+    (["replay", "--all", "--rate", "inf"], "argument --rate: must be a finite number above 0, got inf"),
+    (["replay", "--all", "--rate", "fast"], "argument --rate: expected a number, got 'fast'"),
+    (["watch", "--interval", "nan"], "argument --interval: must be a finite number above 0, got nan"),
     (["purge", "--yes"], "one of the arguments --id --reason --all is required"),
     (["show"], "the following arguments are required: EVENT_ID"),
     (["show", " "], "EVENT_ID must not be empty"),
     (["export"], "the following arguments are required: FILE"),
-    (["report", "--file", "/no/such/export.jsonl"], "no such file"),
-    (["report", "--connect-timeout", "-3"], "must be more than 0"),
+    (["report", "--file", "/no/such/export.jsonl"],
+     "dlq-inspector: error: --file /no/such/export.jsonl: no such file"),
+    (["report", "--connect-timeout", "-3"], "argument --connect-timeout: must be a finite number above 0"),
+    (["report", "--connect-timeout", "soon"], "argument --connect-timeout: expected a number, got 'soon'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str,

@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from calculator import Operation
 from dlq_inspector import render
-from dlq_inspector.explain import REASONS, Explanation, explain
+from dlq_inspector.explain import OPERATION_CHOICES, REASONS, Explanation, explain
 from dlq_inspector.letters import DeadLetter
+from dlq_inspector.metrics import DlqCollector
 from dlq_inspector.report import Report, summarize
 from dlq_inspector.selection import Found, Selection
-from dlq_inspector.service import DlqCollector, State
+from dlq_inspector.serve import State
 from messaging import codec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -148,23 +150,51 @@ def test_progress_writes_lines_when_not_a_terminal() -> None:
     assert [line.split(" (")[0] for line in lines] == ["replay: 1", "replay: 3"]
 
 
+def dlq_series(text: str) -> dict[tuple[str, str], float]:
+    """The calc_dlq_messages samples of a scrape, by (reason, operation)."""
+    return {(s.labels["reason"], s.labels["operation"]): s.value
+            for family in text_string_to_metric_families(text) if family.name == "calc_dlq_messages"
+            for s in family.samples}
+
+
 def test_metrics_come_from_the_last_report() -> None:
     state = State(interval=30)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DlqCollector(state))
-    assert b"calc_dlq_messages " not in generate_latest(registry)  # nothing before the first scan
+    assert b"calc_dlq_messages" not in generate_latest(registry)  # nothing before the first scan
     report = Report()
     for e in SAMPLE:
         report.add(e)
     state.report, state.last_success, state.scans = report, time.time(), 1
     text = generate_latest(registry).decode()
-    assert "calc_dlq_messages 6.0" in text
-    assert 'calc_dlq_messages_by_reason{reason="DIVISION_BY_ZERO"} 2.0' in text
-    assert 'calc_dlq_messages_by_reason{reason="MAXLEN"} 0.0' in text
-    assert 'calc_dlq_messages_by_operation{operation="add"} 2.0' in text
-    assert "calc_dlq_scans_total 1.0" in text
+    series = dlq_series(text)
+    assert sum(series.values()) == 6 == report.total  # sum(calc_dlq_messages) is the DLQ's size
+    assert {pair: n for pair, n in series.items() if n} == {
+        ("DIVISION_BY_ZERO", "divide"): 1, ("DIVISION_BY_ZERO", "modulo"): 1,
+        ("DOMAIN_ERROR", "sqrt"): 1, ("RETRIES_EXHAUSTED", "add"): 2, ("EXPIRED", "divide"): 1}
+    # every known pair has its series, 0 when empty; the three old gauges are gone
+    assert set(series) == {(r, o) for r in REASONS for o in OPERATION_CHOICES}
+    assert 'calc_dlq_messages{operation="add",reason="MAXLEN"} 0.0' in text
+    assert "calc_dlq_messages_by_" not in text and "\ncalc_dlq_messages " not in text
+    assert "calc_dlq_scans_total 1.0" in text and "calc_dlq_scan_errors_total 0.0" in text
     age = float(text.split("\ncalc_dlq_oldest_age_seconds ")[1].split()[0])
     assert abs(age - (report.oldest_age() or 0)) < 5  # computed at scrape time, not at scan time
+
+
+def test_an_operation_outside_the_enum_is_one_bounded_series() -> None:
+    """Forged operation numbers are countless; their series is `unknown`, as `--operation` calls it."""
+    report = Report()
+    for number in (42, 43, 10**6):
+        request = codec.build_request(number, [1.0, 2.0], "unit", event_id=f"op-{number}")
+        report.add(explain(DeadLetter(request.SerializeToString(), "calc.requested.add", "calc.dlx",
+                                      {"message_id": request.event_id}, {"attempt": 1}), 65_536, 4))
+    state = State(report=report, last_success=time.time())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DlqCollector(state))
+    series = dlq_series(generate_latest(registry).decode())
+    assert series[("UNKNOWN_OPERATION", "unknown")] == 3
+    assert len(report.by_operation) == 3  # the report still names each
+    assert set(series) == {(r, o) for r in REASONS for o in OPERATION_CHOICES}
 
 
 def test_health_follows_the_last_successful_scan() -> None:

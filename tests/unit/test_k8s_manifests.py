@@ -25,7 +25,7 @@ BASE = ROOT / "k8s" / "base"
 CRDS = ROOT / "k8s" / "crds"
 # The oldest Kubernetes still commonly run, and the newest the schemas know.
 VERSIONS = ("1.29", kubernetes_validate.latest_version())
-CUSTOM_GROUPS = ("rabbitmq.com", "keda.sh")
+CUSTOM_GROUPS = ("rabbitmq.com", "keda.sh", "monitoring.coreos.com")
 
 Doc = dict[str, Any]
 
@@ -252,3 +252,40 @@ def test_disruption_budgets_select_real_pods() -> None:
         matched = [d for d in deployments.values()
                    if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         assert len(matched) == 1, name
+
+
+def _compose_scrape_jobs() -> dict[str, Doc]:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_podmonitors_scrape_every_service_on_a_port_it_serves() -> None:
+    """One PodMonitor per Deployment; `job` is the Deployment's name, as in compose's prometheus.yml."""
+    monitors = _of_kind("PodMonitor")
+    jobs = _compose_scrape_jobs()
+    for name, deployment in _of_kind("Deployment").items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        selecting = [m for m in monitors.values()
+                     if m["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(selecting) == 1, f"{name}: scraped by {len(selecting)} PodMonitors"
+        spec = selecting[0]["spec"]
+        assert labels[spec["jobLabel"]] == name and name in jobs, name
+        ports = {p["name"]: p["containerPort"] for c in _containers(deployment) for p in c["ports"]}
+        for endpoint in spec["podMetricsEndpoints"]:
+            assert endpoint["path"] == "/metrics", name
+            assert endpoint["port"] in ports, f"{name}: no container port named {endpoint['port']}"
+            assert ports[endpoint["port"]] == jobs[name]["dns_sd_configs"][0]["port"], name
+
+
+def test_rabbitmq_podmonitor_reads_the_alarms_and_the_calc_queues() -> None:
+    (cluster,) = _of_kind("RabbitmqCluster")
+    spec = _of_kind("PodMonitor")["calc-rabbitmq"]["spec"]
+    # The labels the Cluster Operator puts on its pods; it names the plugin's port `prometheus`.
+    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": cluster,
+                                               "app.kubernetes.io/component": "rabbitmq"}
+    assert spec["jobLabel"] == "app.kubernetes.io/component"
+    endpoints = {e["path"]: e for e in spec["podMetricsEndpoints"]}
+    assert set(endpoints) == {"/metrics", "/metrics/detailed"}
+    assert {e["port"] for e in endpoints.values()} == {"prometheus"}
+    # The same families and vhost as docker compose's scrape: the rules read both alike.
+    assert endpoints["/metrics/detailed"]["params"] == _compose_scrape_jobs()["rabbitmq-queues"]["params"]

@@ -36,6 +36,10 @@ class FakeConnection:
         self._closed.set_result(None)
 
 
+def _publisher() -> publisher.Publisher:
+    return publisher.Publisher(channel=None, confirm_timeout=1.0)  # type: ignore[arg-type]
+
+
 async def test_aiormq_still_keeps_the_blocked_state_where_the_publisher_reads_it() -> None:
     connection = aiormq.Connection("amqp://guest:guest@127.0.0.1/")
     event = getattr(connection, publisher._UNBLOCKED)
@@ -58,7 +62,8 @@ async def test_publishes_wait_until_unblocked_and_say_so_once(caplog: pytest.Log
     event = publisher.blocked(connection)
     assert event is not None
     with caplog.at_level(logging.WARNING, logger="messaging.publisher"):
-        waiting = [asyncio.ensure_future(publisher._while_blocked(connection, event))  # type: ignore[arg-type]
+        paused = _publisher()  # 50 publishes on the Publisher's channel wait
+        waiting = [asyncio.ensure_future(paused._while_blocked(connection, event))  # type: ignore[arg-type]
                    for _ in range(50)]
         await asyncio.sleep(0.05)
         assert not any(w.done() for w in waiting), "a publish went on while blocked"
@@ -74,7 +79,7 @@ async def test_a_connection_closed_while_blocked_releases_its_waiting_publishes(
     connection = FakeConnection()
     event = publisher.blocked(connection)
     assert event is not None
-    waiting = asyncio.ensure_future(publisher._while_blocked(connection, event))  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(_publisher()._while_blocked(connection, event))  # type: ignore[arg-type]
     await asyncio.sleep(0.02)
     assert not waiting.done()
     connection.close()  # the publish then fails on the closed channel and is retried as a lost one
@@ -86,7 +91,7 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
     event = publisher.blocked(connection)
     assert event is not None
     before = len(asyncio.all_tasks())
-    waiting = asyncio.ensure_future(publisher._while_blocked(connection, event))  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(_publisher()._while_blocked(connection, event))  # type: ignore[arg-type]
     await asyncio.sleep(0.02)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""Settings from the environment, and the topology table against the contract (no broker)."""
+"""Settings from the environment, and the topology table against the contract (docs/contract.md;
+no broker)."""
 
 from __future__ import annotations
 

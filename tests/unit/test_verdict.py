@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from calculator import Operation
-from consumer.handler import evaluate
 from gen import calc_pb2
 from messaging import codec
+from messaging.verdict import evaluate
 
 R = calc_pb2
 

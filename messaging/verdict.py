@@ -1,4 +1,8 @@
-"""Deciding what a delivered request comes to: a result, or a permanent failure with its reason."""
+"""Which reason a message gets: the verdict on a delivered request, and on one given up on.
+
+The consumer publishes these verdicts and the DLQ inspector re-derives them from a dead letter,
+so both read this one module; nothing else assigns a FailureReason.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from messaging.errors import DecodeError
 from messaging.topology import word_of_requested_key
 
 MALFORMED = calc_pb2.FAILURE_REASON_MALFORMED_MESSAGE
+RETRIES_EXHAUSTED = calc_pb2.FAILURE_REASON_RETRIES_EXHAUSTED
 
 
 @dataclass(frozen=True)
@@ -109,3 +114,21 @@ def evaluate(incoming: codec.Incoming, max_bytes: int) -> Outcome:
     except CalculationError as exc:
         return failed(codec.reason_of(exc), str(exc))
     return Outcome(request, correlation_id, word, result=result)
+
+
+def result_unencodable(outcome: Outcome, error: Exception) -> Outcome:
+    """The request computed, but its result cannot be put on the wire: the request's fault."""
+    return Outcome(outcome.request, outcome.correlation_id, outcome.word, reason=MALFORMED,
+                   detail=f"the result cannot be encoded: {error}")
+
+
+def retries_exhausted(outcome: Outcome, attempts: int, error: str) -> Outcome:
+    """The last of `attempts` failed transiently (`error`): given up on, whatever it computes to."""
+    return Outcome(outcome.request, outcome.correlation_id, outcome.word, reason=RETRIES_EXHAUSTED,
+                   detail=f"gave up after {attempts} attempts: {error}")
+
+
+def cannot_retry(outcome: Outcome, error: Exception, after: str) -> Outcome:
+    """The request failed transiently (`after`) and its copy for a retry cannot be encoded."""
+    return Outcome(outcome.request, outcome.correlation_id, outcome.word, reason=MALFORMED,
+                   detail=f"cannot be retried ({error}) after: {after}")

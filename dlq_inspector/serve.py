@@ -7,19 +7,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
 
 from dlq_inspector.broker import BROKER_ERRORS, declare_topology, open_connection
-from dlq_inspector.reader import DlqScan
-from dlq_inspector.report import Report, summarize
+from dlq_inspector.metrics import DlqCollector
+from dlq_inspector.report import Report, scan_report
 from messaging.errors import CalcEventsError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -49,49 +46,6 @@ class State:
         if age > stale:
             return False, f"last successful scan {age:.0f}s ago ({self.last_error or 'no error'})"
         return True, "ok"
-
-
-class DlqCollector:
-    """Prometheus metrics computed from the last report at scrape time (a scrape never scans)."""
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def describe(self) -> Iterable[Metric]:
-        return []  # do not call collect() at registration
-
-    def collect(self) -> Iterable[Metric]:
-        state = self.state
-        report = state.report
-        yield CounterMetricFamily("calc_dlq_scans", "Scans of the DLQ completed by this inspector",
-                                  value=state.scans)
-        yield CounterMetricFamily("calc_dlq_scan_errors", "Scans of the DLQ that failed",
-                                  value=state.errors)
-        if report is None:
-            return
-        yield GaugeMetricFamily("calc_dlq_messages", "Messages in calc.dlq at the last scan",
-                                value=report.total)
-        by_reason = GaugeMetricFamily("calc_dlq_messages_by_reason",
-                                      "Messages in calc.dlq by failure reason", labels=["reason"])
-        for reason, count in report.reasons().items():
-            by_reason.add_metric([reason], count)
-        yield by_reason
-        by_operation = GaugeMetricFamily("calc_dlq_messages_by_operation",
-                                         "Messages in calc.dlq by operation", labels=["operation"])
-        for operation, count in sorted(report.by_operation.items()):
-            by_operation.add_metric([operation], count)
-        yield by_operation
-        yield GaugeMetricFamily("calc_dlq_oldest_age_seconds",
-                                "Seconds since the oldest message in calc.dlq died (0 when empty)",
-                                value=report.oldest_age() or 0.0)
-        yield GaugeMetricFamily("calc_dlq_scan_complete",
-                                "1 if the last scan read every message, 0 if another reader held some",
-                                value=1.0 if report.complete else 0.0)
-        yield GaugeMetricFamily("calc_dlq_last_scan_timestamp_seconds",
-                                "Unix time of the last completed scan",
-                                value=report.scanned_at.timestamp())
-        yield GaugeMetricFamily("calc_dlq_scan_duration_seconds", "Duration of the last scan",
-                                value=report.scan_seconds)
 
 
 def _handler(state: State, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
@@ -138,16 +92,6 @@ def start_http(port: int, state: State) -> ThreadingHTTPServer:
     log.info("http listening", extra=kv(port=server.server_address[1],
                                         paths="/metrics,/report,/healthz"))
     return server
-
-
-async def scan_report(connection: AbstractConnection, settings: Settings) -> Report:
-    """Scan calc.dlq once into a report (every message handed back when it returns)."""
-    started = time.monotonic()
-    async with DlqScan(connection) as scan:
-        report = await summarize(scan.letters(), settings.max_message_bytes, settings.max_attempts)
-        report.expected, report.complete = scan.expected, scan.complete
-    report.scan_seconds = time.monotonic() - started
-    return report
 
 
 class _Refresher:
