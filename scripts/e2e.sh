@@ -244,11 +244,15 @@ PY
 # every rule of rules.yml is loaded and healthy. argv: seconds to wait, rules expected, then
 # JOB=TARGETS for each scrape job.
 PROMETHEUS=$(cat <<'PY'
-import json, sys, time, urllib.request
+import json, sys, time, urllib.parse, urllib.request
 
 def get(path):
     with urllib.request.urlopen(f"http://prometheus:9090{path}", timeout=5) as answer:
         return json.load(answer)["data"]
+
+def query(promql):
+    return {r["metric"].get("job", ""): float(r["value"][1])
+            for r in get("/api/v1/query?" + urllib.parse.urlencode({"query": promql}))["result"]}
 
 def main(wait, rules, jobs):
     expected = dict(job.split("=") for job in jobs)
@@ -277,6 +281,14 @@ def main(wait, rules, jobs):
           f"{len(bad)} unhealthy")
     if len(loaded) != rules or bad:
         print(f"  FAIL expected {rules} healthy rules: {bad}")
+        return 1
+    # every service: its build info, and connected to the broker (each replica: min)
+    apps = {job: int(n) for job, n in expected.items() if not job.startswith("rabbitmq")}
+    built = query("count by (job) (calc_build_info)")
+    connected = query("min by (job) (calc_broker_connected)")
+    print(f"  calc_build_info series: {built}; min calc_broker_connected: {connected}")
+    if built != {job: float(n) for job, n in apps.items()} or connected != dict.fromkeys(apps, 1.0):
+        print("  FAIL not every service reports calc_build_info and calc_broker_connected 1")
         return 1
     return 0
 
@@ -324,7 +336,7 @@ until run --entrypoint python producer -c "$PROMETHEUS" 90 "$rules" producer=1 c
   sleep 5
 done
 cat "$work/prometheus.txt"
-ok "Prometheus: all 7 jobs up, $rules rules of rules.yml loaded and healthy ($((SECONDS - t))s)"
+ok "Prometheus: all 7 jobs up, every service connected, $rules rules of rules.yml loaded and healthy ($((SECONDS - t))s)"
 
 step "an explained failure reaches calc.dlq: calc-producer send divide 1 0"
 event_id=$(run producer send divide 1 0)
