@@ -8,14 +8,13 @@ import logging
 import os
 from collections.abc import Sequence
 
-import prometheus_client
-
 from consumer import metrics
 from consumer.pipeline import OnRequest
 from consumer.service import ConsumerService
 from messaging import lifecycle, logs
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 from messaging.verdict import Outcome
 
@@ -38,11 +37,12 @@ def crash_hook(source: str) -> OnRequest:
 async def serve(settings: Settings) -> int:
     stop = lifecycle.shutdown_event()
     connection = await connect(settings, f"calc-consumer {settings.instance_id}")
+    watch(connection, metrics.BROKER)
     try:
         hook = crash_hook(settings.test_crash_source) if settings.test_crash_source else None
         service = ConsumerService(settings, connection, on_request=hook)
         await service.start()
-        prometheus_client.REGISTRY.register(metrics.REGISTRY)
+        expose(metrics.REGISTRY)
         lifecycle.serve_metrics(settings)
         stopping = asyncio.ensure_future(stop.wait())
         failing = asyncio.ensure_future(service.failed.wait())

@@ -14,11 +14,14 @@ from typing import Any
 from aio_pika.abc import AbstractConnection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from dlq_inspector import metrics
 from dlq_inspector.broker import BROKER_ERRORS, declare_topology, open_connection
 from dlq_inspector.metrics import DlqCollector
 from dlq_inspector.report import Report, scan_report
+from messaging.connection import watch
 from messaging.errors import CalcEventsError
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,7 @@ def start_http(port: int, state: State) -> ThreadingHTTPServer:
     """Serve on `port` (0: any free port, logged) in a daemon thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DlqCollector(state))
+    expose(metrics.REGISTRY, registry)
     server = ThreadingHTTPServer(("", port), _handler(state, registry))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="dlq-inspector-http", daemon=True).start()
@@ -109,6 +113,7 @@ class _Refresher:
                 self.connection = await open_connection(
                     settings, f"calc-dlq-inspector {settings.instance_id}",
                     min(settings.connect_timeout, 10.0))
+                watch(self.connection, metrics.BROKER)
                 async with self.connection.channel() as channel:
                     await declare_topology(channel, settings)
             report = await scan_report(self.connection, settings)

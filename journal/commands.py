@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 
-from journal import http, render, schema
+from journal import http, metrics, render, schema
 from journal.health import Health, heartbeat
 from journal.service import JournalService
 from journal.store import Store
 from messaging import lifecycle
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 
 log = logging.getLogger("journal")
@@ -29,6 +30,8 @@ async def serve(settings: Settings) -> int:
     await store.open()
     try:
         connection = await connect(settings, f"calc-journal {settings.instance_id}")
+        watch(connection, metrics.BROKER)
+        expose(metrics.REGISTRY)
         try:
             service = JournalService(settings, connection, store, health)
             beating = asyncio.create_task(heartbeat(health, lambda: not connection.is_closed))

@@ -13,9 +13,11 @@ from pathlib import Path
 from calculator import InvalidArguments, Operation, check_arguments
 from messaging import lifecycle, logs
 from messaging.arguments import OneLineParser, positive_float, positive_int, share
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.errors import UnroutableError
+from messaging.metrics import expose
 from messaging.settings import Settings
+from producer import metrics
 from producer.generator import Spec, random_spec
 from producer.service import Producer
 
@@ -79,6 +81,8 @@ def _specs(rng: random.Random, share: float) -> Iterator[Spec]:
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     stop = lifecycle.shutdown_event()
     connection = await connect(settings, f"calc-producer {settings.instance_id}")
+    watch(connection, metrics.BROKER)
+    expose(metrics.REGISTRY)
     try:
         producer = Producer(settings, connection)
         await producer.start()
