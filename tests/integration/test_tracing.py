@@ -24,6 +24,8 @@ from dlq_inspector import actions, render
 from dlq_inspector.explain import explain
 from dlq_inspector.reader import DlqScan
 from dlq_inspector.selection import Selection
+from journal.service import JournalService
+from journal.store import Store
 from messaging import tracing
 from messaging.connection import connect
 from messaging.publisher import confirmed_channel
@@ -190,3 +192,28 @@ async def test_a_dead_letter_keeps_its_trace_and_its_replay_links_to_it(
         (publish.context.trace_id, publish.context.span_id)]
     assert parent_of(again) == replay.context.span_id and parent_of(failure_again) == again.context.span_id
     assert attrs(again)["calc.failure_reason"] == "DIVISION_BY_ZERO"
+
+
+@pytest.mark.database
+async def test_the_journal_continues_the_trace_of_the_outcome(
+        vhost_url: str, database_url: str, traces: tracing.Tracing, spans: InMemorySpanExporter) -> None:
+    settings = settings_for(vhost_url, database_url=database_url)
+    store = Store(settings)
+    await store.open(timeout=30)
+    connection = await connect(settings, "test-tracing-journal")
+    journal = JournalService(settings, connection, store, tracing=traces)
+    try:
+        await journal.start()
+        async with services(vhost_url, traces) as producer:
+            event_id = await producer.send(Spec(Operation.ADD, (2.0, 3.0)))
+            found = await trace_of(spans, event_id, 4)
+    finally:
+        await journal.stop()
+        await connection.close()
+        await store.close()
+    assert [s.name for s in found] == ["publish calc.requests", "process calc.work.basic",
+                                       "publish calc.results", "process calc.results.journal"]
+    result, recorded = found[2:]
+    assert recorded.kind is SpanKind.CONSUMER
+    assert parent_of(recorded) == result.context.span_id
+    assert attrs(recorded)["messaging.rabbitmq.destination.routing_key"] == "calc.completed.add"
