@@ -43,6 +43,7 @@ def main() -> int:
 
         sink, os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_sink.start()
         os.environ["OTEL_TRACES_SAMPLER"] = "always_on"
+        os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = "100000"  # no span dropped: the whole cost is counted
     module = importlib.import_module(f"bench.variants.{MODULES[args.name]}")
     marks = sorted(int(m) for m in args.rss_marks.split(",") if m)
     if marks:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pamqp.commands import Basic
 
-from messaging import tracing
+from messaging import publisher, tracing
 from messaging.errors import ConfigurationError
 from messaging.logs import TextFormatter, kv
 from messaging.settings import Settings
@@ -201,3 +202,10 @@ def test_verdicts_on_the_current_span(tracer: tracing.Tracing, spans: InMemorySp
 def test_without_a_span_the_hooks_do_nothing() -> None:
     tracing.verdict("completed", 1)  # no span is current: nothing to write on, nothing raised
     tracing.settled("reject", "calc.dlx")
+
+
+def test_off_the_publisher_is_the_untraced_one(tracer: tracing.Tracing) -> None:
+    channel: Any = object()  # neither publisher touches its channel before a publish
+    assert type(publisher.publisher(channel, 1.0)) is publisher.Publisher
+    traced = publisher.publisher(channel, 1.0, tracing=tracer)
+    assert isinstance(traced, publisher.TracedPublisher) and traced.tracing is tracer
