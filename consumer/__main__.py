@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from consumer import metrics
 from consumer.pipeline import OnRequest
 from consumer.service import ConsumerService
-from messaging import lifecycle, logs
+from messaging import lifecycle, logs, tracing
 from messaging.connection import connect, watch
 from messaging.logs import kv
 from messaging.metrics import expose
@@ -34,13 +34,13 @@ def crash_hook(source: str) -> OnRequest:
     return crash
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, traces: tracing.Tracing | None = None) -> int:
     stop = lifecycle.shutdown_event()
     connection = await connect(settings, f"calc-consumer {settings.instance_id}")
     watch(connection, metrics.BROKER)
     try:
         hook = crash_hook(settings.test_crash_source) if settings.test_crash_source else None
-        service = ConsumerService(settings, connection, on_request=hook)
+        service = ConsumerService(settings, connection, on_request=hook, tracing=traces)
         await service.start()
         expose(metrics.REGISTRY)
         lifecycle.serve_metrics(settings)
@@ -72,7 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         parser.exit(lifecycle.EXIT_USAGE, f"error: {exc}\n")
     logs.configure(settings)
-    return lifecycle.run(lambda: serve(settings))
+    traces = tracing.configure("calc-consumer", on=settings.tracing)
+    try:
+        return lifecycle.run(lambda: serve(settings, traces))
+    finally:
+        if traces is not None:
+            traces.shutdown()  # the spans still buffered are exported before the process ends
 
 
 if __name__ == "__main__":

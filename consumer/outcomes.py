@@ -12,7 +12,7 @@ from aiormq.abc import DeliveredMessage
 from consumer import metrics
 from consumer.dedupe import Completed
 from consumer.policy import Retry
-from messaging import codec, topology
+from messaging import codec, topology, tracing
 from messaging.errors import Transient, Unencodable
 from messaging.logs import kv
 from messaging.metrics import Labels
@@ -32,10 +32,12 @@ class Publishing(Protocol):
 class Outcomes:
     """The events of one consumer: each method returns once the broker confirmed, or raises."""
 
-    def __init__(self, publisher: Publishing, instance_id: str, completed: Completed) -> None:
+    def __init__(self, publisher: Publishing, instance_id: str, completed: Completed,
+                 traced: bool = False) -> None:
         self.publisher = publisher
         self.instance_id = instance_id
         self.completed = completed
+        self.traced = traced  # the verdict goes on the delivery's span too
         self._processed = Labels(metrics.PROCESSED)
         self._failures = Labels(metrics.FAILURES)
 
@@ -48,6 +50,8 @@ class Outcomes:
         await self.publisher.publish(topology.RESULTS_EXCHANGE, msg, topology.completed_key(outcome.word))
         self.completed.add(request.event_id)
         operation = outcome.operation_label
+        if self.traced:
+            tracing.verdict("completed", attempt)
         self._processed(operation, "completed").inc()
         metrics.AGE.observe(max(0.0, time.time() - request.occurred_at.seconds
                                 - request.occurred_at.nanos / 1e9))
@@ -62,6 +66,8 @@ class Outcomes:
         log.info("duplicate", extra=kv(event_id=outcome.event_id, correlation_id=outcome.correlation_id,
                                        operation=outcome.operation_label))
         self._processed(outcome.operation_label, "duplicate").inc()
+        if self.traced:
+            tracing.verdict("duplicate")
 
     async def fail(self, outcome: Outcome, attempts: int) -> None:
         """Publish the CalculationFailed of `outcome` (its reason and detail)."""
@@ -69,6 +75,8 @@ class Outcomes:
                                           attempts, outcome.correlation_id, self.instance_id)
         await self.publisher.publish(topology.RESULTS_EXCHANGE, msg, topology.failed_key(outcome.word))
         name = codec.reason_name(outcome.reason)
+        if self.traced:
+            tracing.verdict("failed", attempts, name, outcome.detail)
         self._processed(outcome.operation_label or "undecodable", "failed").inc()
         self._failures(name).inc()
         log.warning("failed", extra=kv(
@@ -84,6 +92,8 @@ class Outcomes:
                                   expiration=retry.delay)
         await self.publisher.publish(topology.retry_exchange(attempt), copy, incoming.routing_key)
         metrics.RETRIES.inc()
+        if self.traced:
+            tracing.verdict("retry", attempt, error=f"transient: {retry.error}")
         log.warning("retry scheduled", extra=kv(
             event_id=outcome.event_id or incoming.message_id or "", correlation_id=outcome.correlation_id,
             attempt=attempt, next_attempt=attempt + 1, delay_s=retry.delay, error=retry.error))

@@ -10,10 +10,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
+from calculator import Operation
 from consumer import metrics
 from consumer.acks import AckLedger
 from consumer.dedupe import Completed
@@ -30,7 +32,7 @@ from consumer.policy import (
     decide,
     recover,
 )
-from messaging import codec
+from messaging import codec, topology, tracing
 from messaging.errors import CalcEventsError, ConfigurationError
 from messaging.logs import kv
 from messaging.settings import Settings
@@ -62,7 +64,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, outcomes: Outcomes, ledger: AckLedger, completed: Completed,
                  fault: Fault, on_request: OnRequest | None = None,
-                 failed: asyncio.Event | None = None) -> None:
+                 failed: asyncio.Event | None = None, traces: tracing.Tracing | None = None) -> None:
         self.settings = settings
         self.outcomes = outcomes
         self.ledger = ledger
@@ -75,6 +77,38 @@ class Pipeline:
         self.failure: ConfigurationError | None = None
         """The permanent failure (a refused publish) that stopped the work, if any."""
         self.failed = failed or asyncio.Event()  # set with `failure`: the service must stop
+        self.traces = traces
+        self._queue_names: dict[str, str] = {}
+
+    @property
+    def handler(self) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
+        """What the transport hands deliveries to: `on_message`, in a span when tracing is on."""
+        return self.on_message if self.traces is None else self.on_traced_message
+
+    async def on_traced_message(self, message: DeliveredMessage) -> None:
+        """`on_message` in a CONSUMER span that continues the trace the delivery carries."""
+        assert self.traces is not None
+        key = message.routing_key or ""
+        properties = message.header.properties
+        with self.traces.processing(self._queue_of(key), message.exchange or "", key, properties.headers,
+                                    message_id=properties.message_id or "",
+                                    correlation_id=properties.correlation_id or "",
+                                    delivery_tag=message.delivery_tag):
+            await self.on_message(message)
+
+    def _queue_of(self, routing_key: str) -> str:
+        """The work queue a delivery came from, by its routing key (the span's name)."""
+        name = self._queue_names.get(routing_key)
+        if name is None:
+            word = topology.word_of_requested_key(routing_key)
+            try:
+                kind = topology.work_queue_kind(Operation(word))
+            except ValueError:  # a key no binding routes: only one queue can have it
+                kind = self.settings.queues[0] if len(self.settings.queues) == 1 else "unknown"
+            name = topology.work_queue(kind)
+            if len(self._queue_names) < 64:
+                self._queue_names[routing_key] = name
+        return name
 
     async def on_message(self, message: DeliveredMessage) -> None:
         self.in_flight += 1
@@ -159,6 +193,8 @@ class Pipeline:
         if how == "ack":
             self.ledger.ack(message)
             return
+        if self.traces is not None:
+            tracing.settled(how, topology.DEAD_LETTER_EXCHANGE)
         if how == "reject":
             forged = codec.forged_headers(message.header.properties.headers or {})
             if forged:  # a client's x-death: never hand it to the broker's dead-letter worker

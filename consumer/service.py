@@ -20,8 +20,9 @@ from consumer.transport import CHANNEL_ERRORS, AiormqTransport, Transport
 from messaging import backoff, topology
 from messaging.errors import ConfigurationError
 from messaging.logs import kv
-from messaging.publisher import Publisher, confirmed_channel
+from messaging.publisher import confirmed_channel, publisher
 from messaging.settings import Settings
+from messaging.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,16 @@ class ConsumerService:
 
     `publisher` and `transport` default to the real ones, made in `start()` on `connection`
     (a confirmed channel that also declares the topology; aio-pika's robust consume channel);
-    the tests pass fakes. `fault` and `on_request`: see consumer/pipeline.py.
+    the tests pass fakes. `fault` and `on_request`: see consumer/pipeline.py. `tracing`: None
+    when off (docs/operations.md, "Tracing").
     """
 
     def __init__(self, settings: Settings, connection: AbstractRobustConnection | None, *,
                  publisher: Publishing | None = None, transport: Transport | None = None,
-                 fault: Fault | None = None, on_request: OnRequest | None = None) -> None:
+                 fault: Fault | None = None, on_request: OnRequest | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.connection = connection
         self.publisher = publisher
         queues = tuple(topology.work_queue(kind) for kind in settings.queues)
@@ -74,17 +78,18 @@ class ConsumerService:
             assert self.connection is not None
             channel = await confirmed_channel(self.connection)
             await topology.declare(channel, self.settings)
-            self.publisher = Publisher(channel, self.settings.publish_timeout, metrics.PUBLISH_OUTCOMES,
-                                       metrics.CONFIRMS)
-        outcomes = Outcomes(self.publisher, self.settings.instance_id, self._completed)
+            self.publisher = publisher(channel, self.settings.publish_timeout, metrics.PUBLISH_OUTCOMES,
+                                       self.tracing, metrics.CONFIRMS)
+        outcomes = Outcomes(self.publisher, self.settings.instance_id, self._completed,
+                            traced=self.tracing is not None)
         self._pipeline = Pipeline(self.settings, outcomes, self.ledger, self._completed, self._fault,
-                                  self._on_request, self.failed)
+                                  self._on_request, self.failed, self.tracing)
         await self.transport.open()
         for name in self._queues:
             await self._redeliveries_one_by_one(name)
         self.transport.watch(self._lost)
         if self.failure is None:  # a refusal in the pass above: the service is stopping
-            await self.transport.subscribe(self.pipeline.on_message)
+            await self.transport.subscribe(self.pipeline.handler)
 
     def _lost(self, why: str) -> None:
         """The subscription is gone (channel reopened, or cancelled by the broker): consume again."""
@@ -109,7 +114,7 @@ class ConsumerService:
                     await self._redeliveries_one_by_one(name)
                 if self.failure is not None:
                     return
-                await self.transport.subscribe(self.pipeline.on_message)
+                await self.transport.subscribe(self.pipeline.handler)
                 log.info("consuming again", extra=kv(why=why))
                 return
             except CHANNEL_ERRORS as exc:
@@ -134,7 +139,7 @@ class ConsumerService:
                 return
             # shielded: a stop() that cancels this pass lets the message finish (its drain waits
             # for it) instead of leaving an outcome confirmed and its delivery unsettled
-            await asyncio.shield(self.pipeline.on_message(message))
+            await asyncio.shield(self.pipeline.handler(message))
             await self.ledger.flush()
             if not getattr(message.delivery, "redelivered", False):
                 return

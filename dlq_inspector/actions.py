@@ -19,7 +19,7 @@ from dlq_inspector.letters import DeadLetter, to_record
 from dlq_inspector.reader import Delivery, DlqScan
 from dlq_inspector.render import Progress
 from dlq_inspector.selection import Found, Selection
-from messaging import backoff, codec, topology
+from messaging import backoff, codec, topology, tracing
 from messaging.errors import CalcEventsError, PublishFailed, Unencodable
 from messaging.frames import printable
 from messaging.publisher import publish
@@ -88,12 +88,26 @@ class _Pace:
 
 
 async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: str,
-                   settings: Settings) -> None:
+                   settings: Settings, traces: tracing.Tracing | None = None) -> None:
     if not codec.fits_short_string(routing_key):  # octets a decoder had to escape: not sendable
         raise Unencodable(f"its routing key '{printable(routing_key)}' is not UTF-8: it cannot be "
                           "published again (purge it, or export it to keep the bytes)")
     message = codec.copy_message(delivery.message.body, delivery.message.properties, REPLAY_ATTEMPT,
                                  app_id=codec.APP_INSPECTOR)
+    if traces is None:
+        await _until_confirmed(channel, message, routing_key, settings)
+        return
+    # a new trace (the dead letter's has ended), linked to it: the copy carries the new context
+    with traces.publishing(topology.REQUESTS_EXCHANGE, routing_key, tracing.headers_of(message.properties),
+                           message_id=message.message_id or "", correlation_id=message.correlation_id or "",
+                           parent=tracing.fresh(), links=tracing.link_to(delivery.letter.headers)) as span:
+        span.set_attribute("calc.replay", True)
+        await _until_confirmed(channel, message, routing_key, settings)
+
+
+async def _until_confirmed(channel: AbstractChannel, message: codec.Outgoing, routing_key: str,
+                           settings: Settings) -> None:
+    """Publish, retrying a nack or timeout PUBLISH_TRIES times in all."""
     retrying = AsyncRetrying(retry=retry_if_exception_type(PublishFailed),
                              stop=stop_after_attempt(PUBLISH_TRIES),
                              wait=backoff.INSPECTOR.tenacity_wait, reraise=True)
@@ -104,14 +118,14 @@ async def _publish(channel: AbstractChannel, delivery: Delivery, routing_key: st
 
 
 async def _republish_then_ack(channel: AbstractChannel, delivery: Delivery, explanation: Explanation,
-                              settings: Settings) -> str | None:
+                              settings: Settings, traces: tracing.Tracing | None = None) -> str | None:
     """Republish one message and remove it from the DLQ only once the broker confirmed the copy.
 
     Returns why it did not (None when it did): a copy not confirmed leaves the message in the
     DLQ untouched; a failed ack after the confirm leaves both, a duplicate, never a loss.
     """
     try:
-        await _publish(channel, delivery, explanation.original_routing_key, settings)
+        await _publish(channel, delivery, explanation.original_routing_key, settings, traces)
     except CalcEventsError as exc:
         return str(exc)
     try:
@@ -123,7 +137,7 @@ async def _republish_then_ack(channel: AbstractChannel, delivery: Delivery, expl
 
 async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, settings: Settings,
                  *, dry_run: bool, on_done: OnMessage, on_failed: OnFailure, progress: Progress,
-                 rate: float | None = None) -> ActionResult:
+                 rate: float | None = None, traces: tracing.Tracing | None = None) -> ActionResult:
     """Republish the selected messages to calc.requests; each leaves the DLQ only once confirmed.
 
     The copy keeps body, properties and client headers, with a fresh `attempt` and app_id
@@ -131,7 +145,8 @@ async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, 
     names the producer), and goes out with its original routing key. A crash
     between the confirm and the ack leaves the message in the DLQ as well: a duplicate the
     consumer handles by event_id, never a loss. A message that cannot be published (no queue
-    bound to its key, a full work queue) stays in the DLQ and is reported as failed.
+    bound to its key, a full work queue) stays in the DLQ and is reported as failed. With
+    `traces`, each copy starts a new trace whose span links to the dead letter's.
     """
     result = ActionResult("replay", dry_run, selection.describe())
     found = Found(selection.ids)
@@ -142,7 +157,7 @@ async def replay(scan: DlqScan, channel: AbstractChannel, selection: Selection, 
 
     async def one(delivery: Delivery, explanation: Explanation) -> None:
         try:
-            error = await _republish_then_ack(channel, delivery, explanation, settings)
+            error = await _republish_then_ack(channel, delivery, explanation, settings, traces)
         finally:
             slots.release()
         if error is None:

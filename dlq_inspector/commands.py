@@ -23,7 +23,7 @@ from dlq_inspector.letters import DeadLetter
 from dlq_inspector.reader import DlqScan, read_export
 from dlq_inspector.report import Report, scan_report, summarize
 from dlq_inspector.selection import Found
-from messaging import lifecycle, topology
+from messaging import lifecycle, topology, tracing
 from messaging.logs import kv
 from messaging.publisher import confirmed_channel
 from messaging.settings import Settings
@@ -174,7 +174,7 @@ def _printer(args: argparse.Namespace, status: str, lines: list[dict[str, str]]
     return done
 
 
-async def replay(args: argparse.Namespace, settings: Settings) -> int:
+async def replay(args: argparse.Namespace, settings: Settings, traces: tracing.Tracing | None = None) -> int:
     selection = cli.selection(args)
     lines: list[dict[str, str]] = []
     status = "would_replay" if args.dry_run else "replayed"
@@ -196,7 +196,7 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
             result = await actions.replay(
                 scan, channel, selection, settings, dry_run=args.dry_run,
                 on_done=_printer(args, status, lines), on_failed=failed,
-                progress=render.Progress(sys.stderr, "replay"), rate=args.rate)
+                progress=render.Progress(sys.stderr, "replay"), rate=args.rate, traces=traces)
         await channel.close()
     return _outcome(result, args, lines)
 
@@ -268,5 +268,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any,
 }
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
+async def run(args: argparse.Namespace, settings: Settings, traces: tracing.Tracing | None = None) -> int:
+    """Run the command; `traces` (None: off) traces a replay's republishes."""
+    if args.command == "replay":
+        return await replay(args, settings, traces)
     return await COMMANDS[args.command](args, settings)

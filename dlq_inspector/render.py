@@ -13,6 +13,7 @@ from dlq_inspector.explain import Explanation
 from dlq_inspector.letters import PROPERTY_NAMES, to_json_value, to_record
 from dlq_inspector.report import Report
 from messaging.frames import printable
+from messaging.tracing import trace_id_of
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[int] = ()) -> str:
@@ -89,6 +90,7 @@ def show_text(explanation: Explanation) -> str:
     out = [f"message #{letter.position} of calc.dlq",
            f"  event_id              {explanation.event_id or '-'}",
            f"  correlation_id        {explanation.correlation_id or '-'}",
+           f"  trace_id              {trace_id_of(letter.headers) or '-'}",
            f"  reason                {explanation.reason}",
            f"  detail                {explanation.detail}",
            f"  attempts              {explanation.attempts}",
@@ -129,8 +131,8 @@ def show_json(explanation: Explanation) -> dict[str, Any]:
     deaths = [{"queue": d.queue, "reason": d.reason, "count": d.count, "exchange": d.exchange,
                "routing_keys": list(d.routing_keys), "time": d.time.isoformat() if d.time else None,
                "original_expiration": d.original_expiration or None} for d in explanation.deaths]
-    return {**explanation.summary(), "request": request, "deaths": deaths,
-            **to_record(explanation.letter)}
+    return {**explanation.summary(), "trace_id": trace_id_of(explanation.letter.headers) or None,
+            "request": request, "deaths": deaths, **to_record(explanation.letter)}
 
 
 class Progress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from journal import cli, commands
-from messaging import lifecycle, logs
+from messaging import lifecycle, logs, tracing
 from messaging.settings import Settings
 
 
@@ -17,7 +17,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.parser().exit(lifecycle.EXIT_USAGE, f"error: {exc}\n")
     logs.configure(settings)
     if args.command == "serve":
-        return lifecycle.run(lambda: commands.serve(settings))
+        traces = tracing.configure("calc-journal", on=settings.tracing)
+        try:
+            return lifecycle.run(lambda: commands.serve(settings, traces))
+        finally:
+            if traces is not None:
+                traces.shutdown()  # export the spans still buffered
     if args.command == "get":
         return lifecycle.run(lambda: commands.get(settings, args.id, args.json))
     if args.command == "stats":

@@ -15,6 +15,7 @@ from messaging.connection import connect, watch
 from messaging.logs import kv
 from messaging.metrics import expose
 from messaging.settings import Settings
+from messaging.tracing import Tracing
 
 log = logging.getLogger("journal")
 
@@ -22,7 +23,7 @@ EXIT_PENDING = 3
 """`get`: no outcome is recorded for the id (the request is pending, or was never sent)."""
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, traces: Tracing | None = None) -> int:
     """Migrate, consume and record until SIGTERM; /results, /metrics, /livez, /readyz meanwhile."""
     stop = lifecycle.shutdown_event()
     health = Health()
@@ -33,7 +34,7 @@ async def serve(settings: Settings) -> int:
         watch(connection, metrics.BROKER)
         expose(metrics.REGISTRY)
         try:
-            service = JournalService(settings, connection, store, health)
+            service = JournalService(settings, connection, store, health, traces)
             beating = asyncio.create_task(heartbeat(health, lambda: not connection.is_closed))
             server = http.start(settings.journal_port, health, store.find)
             try:

@@ -24,6 +24,7 @@ from messaging.errors import Transient
 from messaging.logs import kv
 from messaging.publisher import confirmed_channel
 from messaging.settings import Settings
+from messaging.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ class JournalService:
     """
 
     def __init__(self, settings: Settings, connection: AbstractRobustConnection, store: Store,
-                 health: Health | None = None) -> None:
+                 health: Health | None = None, tracing: Tracing | None = None) -> None:
         self.settings = settings
+        self.tracing = tracing  # None: off (docs/operations.md, "Tracing")
         self.connection = connection
         self.store = store
         self.health = health or Health()
@@ -98,7 +100,8 @@ class JournalService:
         self.health.database = True
         self._writer = asyncio.create_task(self._write_loop())
         self._prober = asyncio.create_task(self.probe.run())
-        self._subscription = Subscription(channel, self._on_message, self.health, {
+        handler = self._on_message if self.tracing is None else self._on_traced_message
+        self._subscription = Subscription(channel, handler, self.health, {
             "batch": self.batch_size, "prefetch": self.prefetch, "instance": self.settings.instance_id})
         await self._subscription.start()
 
@@ -109,6 +112,18 @@ class JournalService:
         self._held.append(Held(message, record.read(codec.incoming_of(message))))
         metrics.HELD.set(len(self._held))
         self._arrived.set()
+
+    async def _on_traced_message(self, message: DeliveredMessage) -> None:
+        """`_on_message` in a CONSUMER span, child of the outcome's publish. It ends once the
+        outcome is held: the commit is one transaction for a batch of many traces."""
+        assert self.tracing is not None
+        properties = message.header.properties
+        with self.tracing.processing(topology.JOURNAL_QUEUE, message.exchange or "",
+                                     message.routing_key or "", properties.headers,
+                                     message_id=properties.message_id or "",
+                                     correlation_id=properties.correlation_id or "",
+                                     delivery_tag=message.delivery_tag):
+            await self._on_message(message)
 
     def _forget(self, lost: list[Held]) -> None:
         if lost:

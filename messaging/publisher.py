@@ -22,6 +22,7 @@ from messaging.deadlines import Deadlines
 from messaging.errors import ConfigurationError, PublishFailed, Unencodable, UnroutableError
 from messaging.logs import kv
 from messaging.metrics import Labels, confirm_seconds
+from messaging.tracing import Tracing, headers_of
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,32 @@ class Publisher:
     async def close(self) -> None:
         if not self.channel.is_closed:
             await self.channel.close()
+
+
+class TracedPublisher(Publisher):
+    """A Publisher whose every publish is a PRODUCER span, its context in the message's headers.
+
+    A subclass, so that with tracing off (a plain Publisher) a publish runs not one more check.
+    """
+
+    def __init__(self, channel: AbstractChannel, confirm_timeout: float, outcomes: Counter | None,
+                 tracing: Tracing, confirms: Histogram | None = None) -> None:
+        super().__init__(channel, confirm_timeout, outcomes, confirms)
+        self.tracing = tracing
+
+    async def publish(self, exchange: str, message: Outgoing, routing_key: str) -> None:
+        with self.tracing.publishing(exchange, routing_key, headers_of(message.properties),
+                                     message_id=message.message_id or "",
+                                     correlation_id=message.correlation_id or ""):
+            await super().publish(exchange, message, routing_key)
+
+
+def publisher(channel: AbstractChannel, confirm_timeout: float, outcomes: Counter | None = None,
+              tracing: Tracing | None = None, confirms: Histogram | None = None) -> Publisher:
+    """A Publisher, traced when `tracing` is not None."""
+    if tracing is None:
+        return Publisher(channel, confirm_timeout, outcomes, confirms)
+    return TracedPublisher(channel, confirm_timeout, outcomes, tracing, confirms)
 
 
 def _retrying(state: RetryCallState, message: Outgoing, routing_key: str,

@@ -103,6 +103,14 @@ class Settings:
     """CALC_JOURNAL_BATCH: outcomes written per transaction and acked at once (1..10000; prefetch: twice)."""
     journal_port: int = 8081
     """CALC_JOURNAL_PORT: port of `calc-journal serve` (/results/ID, /metrics, /livez, /readyz); 0: any."""
+    otel_exporter_otlp_endpoint: str = ""
+    """OTEL_EXPORTER_OTLP_ENDPOINT: http(s)://host:4318 of an OTLP/HTTP collector; set, tracing is on."""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: the full http(s)://host:4318/v1/traces URL instead (tracing on)."""
+    otel_sdk_disabled: bool = False
+    """OTEL_SDK_DISABLED: true turns tracing off whatever the endpoints say."""
+    otel_traces_exporter: str = "otlp"
+    """OTEL_TRACES_EXPORTER: otlp, or none (tracing off)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +171,17 @@ class Settings:
                                      f"got {_shown(self.log_level)}")
         if self.log_format not in ("text", "json"):
             raise ConfigurationError(f"CALC_LOG_FORMAT must be text or json, got {_shown(self.log_format)}")
+        _check_tracing(self)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether the services trace (docs/operations.md, "Tracing"): messaging.tracing.enabled's rule."""
+        from messaging.tracing import enabled  # the OpenTelemetry SDK, only for the services that trace
+
+        return enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": self.otel_exporter_otlp_endpoint,
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.otel_exporter_otlp_traces_endpoint,
+                        "OTEL_SDK_DISABLED": str(self.otel_sdk_disabled).lower(),
+                        "OTEL_TRACES_EXPORTER": self.otel_traces_exporter})
 
     @property
     def broker_url(self) -> str:
@@ -240,7 +259,7 @@ def _read_password(path: str, name: str) -> str:
 
 
 def _env_name(field_name: str) -> str:
-    if field_name.startswith(("rabbitmq_", "database_")):
+    if field_name.startswith(("rabbitmq_", "database_", "otel_")):
         return field_name.upper()
     return "CALC_" + field_name.upper()
 
@@ -325,6 +344,24 @@ def _check_database_url(url: str) -> None:
     if not database or "/" in database:
         raise ConfigurationError(f"{name} names no database after the host; "
                                  f"it must look like {DATABASE_URL_FORM}")
+
+
+def _check_tracing(settings: Settings) -> None:
+    """The OpenTelemetry variables this project acts on: endpoints as http(s) URLs, otlp or none."""
+    for name in ("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint"):
+        value = getattr(settings, name)
+        _check_text(name, value, PATH_MAX, empty=True)
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port out of range, an unclosed [
+            usable = False
+        if value and not usable:
+            raise ConfigurationError(f"{_env_name(name)} must be an http(s)://host:port URL of an OTLP/HTTP "
+                                     f"collector, got {_shown(value)}")
+    if settings.otel_traces_exporter.strip().lower() not in ("otlp", "none"):
+        raise ConfigurationError(f"OTEL_TRACES_EXPORTER must be otlp or none (the only exporter here is "
+                                 f"OTLP over HTTP), got {_shown(settings.otel_traces_exporter)}")
 
 
 def _check_text(field_name: str, value: str, limit: int, *, empty: bool = False) -> None:

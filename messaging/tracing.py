@@ -146,6 +146,45 @@ def failed(span: Span, reason: str, detail: str) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{reason}: {detail}"[:256]))
 
 
+VERDICT = "calc.verdict"
+ATTEMPT = "calc.attempt"
+DEAD_LETTERED = "dead-lettered"
+"""The event on a delivery's span when it is rejected to the DLQ (through calc.dlx)."""
+
+
+def verdict(verdict: str, attempt: int | None = None, reason: str = "", detail: str = "",
+            error: str = "") -> None:
+    """On the current (delivery's) span: what became of this attempt.
+
+    A FailureReason (`reason`) or a transient `error` (a retry) makes the span an error.
+    """
+    span = trace.get_current_span()
+    span.set_attribute(VERDICT, verdict)
+    if attempt is not None:
+        span.set_attribute(ATTEMPT, attempt)
+    if reason:
+        failed(span, reason, detail)
+    elif error:
+        span.set_status(Status(StatusCode.ERROR, error[:256]))
+
+
+def settled(how: str, dead_letter_exchange: str) -> None:
+    """On the current span: a delivery settled other than by an ack; a reject is an event."""
+    span = trace.get_current_span()
+    span.set_attribute("calc.settlement", how)
+    if how == "reject":
+        span.add_event(DEAD_LETTERED, {"messaging.operation.name": "reject",
+                                       "messaging.rabbitmq.dead_letter_exchange": dead_letter_exchange})
+
+
+def headers_of(properties: Any) -> MutableMapping[str, Any]:
+    """The headers table of AMQP `properties`, made when it has none (for the trace context)."""
+    if properties.headers is None:
+        properties.headers = {}
+    headers: MutableMapping[str, Any] = properties.headers
+    return headers
+
+
 class _TraceIds(logging.Filter):
     """Adds trace_id and span_id to a log line's fields while a span is active."""
 

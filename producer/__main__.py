@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from calculator import InvalidArguments, Operation, check_arguments
-from messaging import lifecycle, logs
+from messaging import lifecycle, logs, tracing
 from messaging.arguments import OneLineParser, positive_float, positive_int, share
 from messaging.connection import connect, watch
 from messaging.errors import UnroutableError
@@ -78,13 +78,14 @@ def _specs(rng: random.Random, share: float) -> Iterator[Spec]:
         yield random_spec(rng, share)
 
 
-async def _main(args: argparse.Namespace, settings: Settings) -> int:
+async def _main(args: argparse.Namespace, settings: Settings,
+                traces: tracing.Tracing | None = None) -> int:
     stop = lifecycle.shutdown_event()
     connection = await connect(settings, f"calc-producer {settings.instance_id}")
     watch(connection, metrics.BROKER)
     expose(metrics.REGISTRY)
     try:
-        producer = Producer(settings, connection)
+        producer = Producer(settings, connection, traces)
         await producer.start()
         command = args.command or "run"
         if command == "send":
@@ -129,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return lifecycle.EXIT_USAGE
     logs.configure(settings)
-    return lifecycle.run(lambda: _main(args, settings))
+    traces = tracing.configure("calc-producer", on=settings.tracing)
+    try:
+        return lifecycle.run(lambda: _main(args, settings, traces))
+    finally:
+        if traces is not None:
+            traces.shutdown()  # export the spans still buffered (a `send` exits right away)
 
 
 if __name__ == "__main__":

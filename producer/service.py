@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from messaging import backoff, codec, topology
+from messaging import tracing as tracing_
 from messaging.errors import PublishFailed
 from messaging.logs import kv
 from messaging.metrics import labelled
@@ -46,9 +47,11 @@ class BulkReport:
 class Producer:
     """Publishes requests on one confirmed channel of a robust connection."""
 
-    def __init__(self, settings: Settings, connection: AbstractRobustConnection) -> None:
+    def __init__(self, settings: Settings, connection: AbstractRobustConnection,
+                 tracing: tracing_.Tracing | None = None) -> None:
         self.settings = settings
         self.connection = connection
+        self.tracing = tracing  # None: off; on, each request is a PRODUCER span over all its attempts
         self._channel: AbstractChannel | None = None
         self.retries = 0
         """Publishes retried after a nack, timeout or lost channel, since start."""
@@ -66,7 +69,14 @@ class Producer:
         message = codec.request_message(request, correlation_id)
         key = topology.requested_key(word)
         labelled(PUBLISHED, word).inc()
-        attempts = await self._publish(self._channel, message, key, word)
+        if self.tracing is None:
+            attempts = await self._publish(self._channel, message, key, word)
+        else:
+            with self.tracing.publishing(topology.REQUESTS_EXCHANGE, key,
+                                         tracing_.headers_of(message.properties),
+                                         message_id=request.event_id,
+                                         correlation_id=message.correlation_id or ""):
+                attempts = await self._publish(self._channel, message, key, word)
         labelled(CONFIRMED, word).inc()
         level = logging.DEBUG if quiet else logging.INFO
         if log.isEnabledFor(level):

@@ -5,6 +5,7 @@ from __future__ import annotations
 VARIANTS = {
     "ours": "ours (aio-pika, consumer.service as shipped)",
     "ours_quiet": "ours, CALC_LOG_LEVEL=WARNING (for reference)",
+    "ours_traced": "ours, tracing on: every delivery sampled, OTLP/HTTP",
     "aiormq": "(b) raw aiormq, every trick",
     "aiopika_iter": "(c) aio-pika queue.iterator()",
     "aiopika_callback": "(d) aio-pika consume callback",

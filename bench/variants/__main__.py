@@ -13,7 +13,8 @@ import time
 
 from bench.variants import VARIANTS
 
-MODULES = {"ours": "ours", "ours_quiet": "ours", "aiormq": "aiormq_raw", "aiopika_iter": "aiopika_iter",
+MODULES = {"ours": "ours", "ours_quiet": "ours", "ours_traced": "ours", "aiormq": "aiormq_raw",
+           "aiopika_iter": "aiopika_iter",
            "aiopika_callback": "aiopika_callback", "pika_blocking": "pika_blocking",
            "faststream": "faststream_broker", "pika_pipelined": "pika_pipelined"}
 
@@ -36,6 +37,13 @@ def main() -> int:
     url = os.environ["RABBITMQ_URL"]
     if args.name == "ours_quiet":
         os.environ["CALC_LOG_LEVEL"] = "WARNING"  # no per-message INFO line: what logging costs
+    sink = None
+    if args.name == "ours_traced":  # what tracing costs: the SDK's defaults, a collector elsewhere
+        from bench.variants import otlp_sink
+
+        sink, os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_sink.start()
+        os.environ["OTEL_TRACES_SAMPLER"] = "always_on"
+        os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = "100000"  # no span dropped: the whole cost is counted
     module = importlib.import_module(f"bench.variants.{MODULES[args.name]}")
     marks = sorted(int(m) for m in args.rss_marks.split(",") if m)
     if marks:
@@ -47,6 +55,8 @@ def main() -> int:
         meter = asyncio.run(module.run(url, args.count, args.prefetch))
     else:
         meter = module.run(url, args.count, args.prefetch)
+    if sink is not None:
+        sink.terminate()
     # CPU of the whole process (all its threads) in the timed window
     json.dump({"variant": args.name, "cpu_seconds": meter.cpu,
                "cpu_us_per_message": meter.cpu / meter.settled * 1e6 if meter.settled else 0.0,

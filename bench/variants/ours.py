@@ -6,7 +6,7 @@ import asyncio
 
 from bench.work import Meter
 from consumer.service import ConsumerService
-from messaging import logs
+from messaging import logs, tracing
 from messaging.connection import connect
 from messaging.settings import Settings
 
@@ -28,8 +28,9 @@ async def run(url: str, count: int, prefetch: int | None) -> Meter:
     logs.configure(settings)
     connection = await connect(settings, "bench ours")
     meter = Meter(count)
+    traces = tracing.configure("calc-consumer", on=settings.tracing)  # as __main__ does: off, None
     try:
-        service = ConsumerService(settings, connection)
+        service = ConsumerService(settings, connection, tracing=traces)
         meter.start()
         await service.start()
         while service.settled < count:
@@ -43,4 +44,6 @@ async def run(url: str, count: int, prefetch: int | None) -> Meter:
         await service.stop()
     finally:
         await connection.close()
+        if traces is not None:
+            traces.shutdown()
     return meter

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from pamqp.commands import Basic
 
-from messaging import tracing
+from messaging import publisher, tracing
+from messaging.errors import ConfigurationError
 from messaging.logs import TextFormatter, kv
+from messaging.settings import Settings
 
 
 @pytest.fixture
@@ -141,3 +145,67 @@ def test_spans_reach_an_otlp_receiver_over_http(monkeypatch: pytest.MonkeyPatch)
     assert replay.trace_id != publish.trace_id and replay.parent_span_id == ""
     assert replay.links == ((publish.trace_id, publish.span_id),)
     assert publish.attributes["messaging.message.id"] == "e1"
+
+
+@pytest.mark.parametrize(("env", "on"), [
+    ({}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector:4318/v1/traces"}, True),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "false"}, True),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "None"}, False),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": " ", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+])
+def test_settings_decide_tracing_from_the_standard_variables(env: dict[str, str], on: bool) -> None:
+    assert Settings.from_env(env).tracing is on
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s)://host:port URL of an OTLP/HTTP collector, got"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:99999"}, "OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s)"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://c:4317"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be"),
+    ({"OTEL_TRACES_EXPORTER": "console"}, "OTEL_TRACES_EXPORTER must be otlp or none"),
+    ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED has an invalid value"),
+])
+def test_bad_tracing_variables_are_one_line_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_headers_of_makes_a_table_for_the_trace_context(tracer: tracing.Tracing) -> None:
+    properties = Basic.Properties(message_id="e1")
+    with tracer.publishing("calc.requests", "calc.requested.add", tracing.headers_of(properties)):
+        pass
+    assert properties.headers is not None and tracing.trace_id_of(properties.headers)
+
+
+def test_verdicts_on_the_current_span(tracer: tracing.Tracing, spans: InMemorySpanExporter) -> None:
+    with tracer.processing("calc.work.basic", "calc.requests", "calc.requested.add", None):
+        tracing.verdict("retry", 1, error="transient: injected")
+    with tracer.processing("calc.work.basic", "calc.requests", "calc.requested.divide", None):
+        tracing.verdict("failed", 1, "DIVISION_BY_ZERO", "division by zero")
+        tracing.settled("reject", "calc.dlx")
+    retried, failed = spans.get_finished_spans()
+    assert retried.status.status_code is StatusCode.ERROR
+    assert retried.status.description == "transient: injected"
+    assert "calc.failure_reason" not in (retried.attributes or {})
+    assert dict(failed.attributes or {}).items() >= {"calc.verdict": "failed", "calc.attempt": 1,
+                                                      "calc.failure_reason": "DIVISION_BY_ZERO",
+                                                      "calc.settlement": "reject"}.items()
+    assert [(e.name, dict(e.attributes or {})) for e in failed.events] == [
+        ("dead-lettered", {"messaging.operation.name": "reject",
+                           "messaging.rabbitmq.dead_letter_exchange": "calc.dlx"})]
+
+
+def test_without_a_span_the_hooks_do_nothing() -> None:
+    tracing.verdict("completed", 1)  # no span is current: nothing to write on, nothing raised
+    tracing.settled("reject", "calc.dlx")
+
+
+def test_off_the_publisher_is_the_untraced_one(tracer: tracing.Tracing) -> None:
+    channel: Any = object()  # neither publisher touches its channel before a publish
+    assert type(publisher.publisher(channel, 1.0)) is publisher.Publisher
+    traced = publisher.publisher(channel, 1.0, tracing=tracer)
+    assert isinstance(traced, publisher.TracedPublisher) and traced.tracing is tracer
