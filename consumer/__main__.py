@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import prometheus_client
@@ -15,6 +16,7 @@ from consumer.pipeline import OnRequest
 from consumer.service import ConsumerService
 from messaging import lifecycle, logs
 from messaging.connection import connect
+from messaging.health import Readiness
 from messaging.logs import kv
 from messaging.settings import Settings
 from messaging.verdict import Outcome
@@ -22,6 +24,8 @@ from messaging.verdict import Outcome
 log = logging.getLogger("consumer")
 
 CRASH_STATUS = 70
+BLOCK_S = 20.0
+"""CALC_TEST_BLOCK_SOURCE: how long the hook blocks the event loop (past /livez's 10 s)."""
 
 
 def crash_hook(source: str) -> OnRequest:
@@ -35,15 +39,51 @@ def crash_hook(source: str) -> OnRequest:
     return crash
 
 
+def block_hook(source: str) -> OnRequest:
+    """CALC_TEST_BLOCK_SOURCE (tests only): a request from `source` blocks the event loop BLOCK_S.
+
+    A synchronous sleep on the loop, like a CPU-bound bug or a blocking call: the HTTP thread
+    still answers, the heartbeat does not, so /livez must fail.
+    """
+    def block(outcome: Outcome) -> None:
+        if outcome.request is not None and outcome.request.source == source:
+            logging.getLogger("consumer.service").critical(
+                "test block hook: blocking the event loop", extra=kv(
+                    event_id=outcome.event_id, correlation_id=outcome.correlation_id, seconds=BLOCK_S))
+            time.sleep(BLOCK_S)
+    return block
+
+
+def testing_hooks(settings: Settings) -> OnRequest | None:
+    """The CALC_TEST_* hooks whose variable is set, as one `on_request`; None when none is."""
+    hooks = [make(source) for make, source in ((crash_hook, settings.test_crash_source),
+                                               (block_hook, settings.test_block_source)) if source]
+    if not hooks:
+        return None
+
+    def every(outcome: Outcome) -> None:
+        for hook in hooks:
+            hook(outcome)
+    return every
+
+
 async def serve(settings: Settings) -> int:
     stop = lifecycle.shutdown_event()
+    readiness = Readiness("connecting")
+    prometheus_client.REGISTRY.register(metrics.REGISTRY)
+    async with lifecycle.health(settings.metrics_port or None, readiness):
+        return await _consume(settings, stop, readiness)
+
+
+async def _consume(settings: Settings, stop: asyncio.Event, readiness: Readiness) -> int:
     connection = await connect(settings, f"calc-consumer {settings.instance_id}")
+    readiness.require(lifecycle.connected(connection))
+    connection.close_callbacks.add(lambda *_: readiness.not_ready("broker connection lost; reconnecting"))
+    readiness.not_ready("declaring the topology, subscribing")
     try:
-        hook = crash_hook(settings.test_crash_source) if settings.test_crash_source else None
-        service = ConsumerService(settings, connection, on_request=hook)
+        service = ConsumerService(settings, connection, on_request=testing_hooks(settings),
+                                  readiness=readiness)
         await service.start()
-        prometheus_client.REGISTRY.register(metrics.REGISTRY)
-        lifecycle.serve_metrics(settings)
         stopping = asyncio.ensure_future(stop.wait())
         failing = asyncio.ensure_future(service.failed.wait())
         await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)

@@ -65,11 +65,23 @@ class Heartbeat:
         return True, f"event loop beat {silent:.1f}s ago"
 
 
+Check = Callable[[], "str | None"]
+"""A condition of readiness read at each probe: None when it holds, else why not."""
+
+
 class Readiness:
-    """Whether the service should get traffic now, and why not; set from the event loop."""
+    """Whether the service should get traffic now, and why not; set from the event loop.
+
+    `require(check)` adds a condition read at each probe (the broker connection's state), so a
+    loss shows at once without the service having to notice it first.
+    """
 
     def __init__(self, why_not: str = "starting") -> None:
         self._why_not: str | None = why_not
+        self._checks: list[Check] = []
+
+    def require(self, check: Check) -> None:
+        self._checks.append(check)
 
     def ready(self) -> None:
         self._why_not = None
@@ -79,9 +91,13 @@ class Readiness:
 
     @property
     def is_ready(self) -> bool:
-        return self._why_not is None
+        return self.state()[0]
 
     def state(self) -> tuple[bool, str]:
+        for check in self._checks:
+            failing = check()
+            if failing is not None:
+                return False, failing
         why = self._why_not
         return (True, "ready") if why is None else (False, why)
 
