@@ -14,7 +14,7 @@ import prometheus_client
 from consumer import metrics
 from consumer.pipeline import OnRequest
 from consumer.service import ConsumerService
-from messaging import lifecycle, logs
+from messaging import commandline, lifecycle, logs
 from messaging.connection import connect
 from messaging.health import Readiness
 from messaging.logs import kv
@@ -22,6 +22,9 @@ from messaging.settings import Settings
 from messaging.verdict import Outcome
 
 log = logging.getLogger("consumer")
+
+ENVIRONMENT = (*commandline.BROKER, *commandline.TOPOLOGY, "queues", "prefetch", "max_message_bytes",
+               "publish_timeout", "fault_rate", "metrics_port", "test_crash_source", "test_block_source")
 
 CRASH_STATUS = 70
 BLOCK_S = 20.0
@@ -103,9 +106,12 @@ async def _consume(settings: Settings, stop: asyncio.Event, readiness: Readiness
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="calc-consumer",
-        description="Consume CalculationRequested from calc.work.* (CALC_QUEUES), publish "
-                    "CalculationCompleted/CalculationFailed to calc.results. Configured by "
-                    "environment variables (see docs/operations.md).")
+        description="Consume CalculationRequested from calc.work.* (CALC_QUEUES), publish\n"
+                    "CalculationCompleted/CalculationFailed to calc.results. Configured by environment\n"
+                    "variables (see docs/operations.md); /metrics, /livez, /readyz on CALC_METRICS_PORT.\n\n"
+                    "exit codes: 0 stopped by SIGTERM or Ctrl-C, 1 broker unreachable or a bug stopped\n"
+                    "the work, 2 bad configuration or a permanent refusal by the broker.")
+    commandline.conventions(parser, ENVIRONMENT)
     parser.parse_args(argv)
     try:
         settings = Settings.from_env()
