@@ -23,7 +23,8 @@ def test_every_deployment_probes_livez_for_startup_and_liveness_and_readyz_for_r
         container = _container(name)
         paths = {probe: container[probe]["httpGet"]["path"]
                  for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
-        assert paths == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}, name
+        wanted = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+        assert paths == wanted, name
         ports = {p["name"] for p in container["ports"]}
         assert {container[p]["httpGet"]["port"] for p in paths} <= ports, name
 
