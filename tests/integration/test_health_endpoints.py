@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from consumer.__main__ import BLOCK_S
 from messaging.health import STALE_S
@@ -23,7 +24,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def probe(port: int, path: str) -> tuple[int, dict[str, str]]:
+def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
     """Status and JSON body of GET `path`; (0, {}) when nothing answers yet."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
