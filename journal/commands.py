@@ -43,8 +43,7 @@ async def serve(settings: Settings) -> int:
                 beating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beating
-                server.shutdown()
-                server.server_close()
+                server.close()
         finally:
             await connection.close()
     finally:

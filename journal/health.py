@@ -1,4 +1,8 @@
-"""What /livez and /readyz answer: written by the event loop, read by the HTTP threads."""
+"""What the journal's /livez and /readyz answer: written by the event loop, read by HTTP threads.
+
+Served by messaging.health's HealthServer like every service's; the flags are the journal's own
+(the database, besides the broker and the subscription), read through `alive()` and `state()`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from journal import metrics
+from messaging.health import BEAT_S, STALE_S
 
-BEAT_S = 1.0
-STALE_S = 10.0
-"""/livez fails when the event loop has not beaten for this long (it is stuck, not slow)."""
+__all__ = ["BEAT_S", "STALE_S", "Health", "heartbeat"]
 
 
 @dataclass
@@ -37,6 +40,14 @@ class Health:
             detail = "not " + ", ".join(missing)
             return False, f"{detail}: {self.error}" if self.error and not self.database else detail
         return True, "ok"
+
+    def alive(self) -> tuple[bool, str]:
+        """/livez (messaging.health.Liveness)."""
+        return self.live()
+
+    def state(self) -> tuple[bool, str]:
+        """/readyz (messaging.health.ReadinessState)."""
+        return self.ready()
 
 
 async def heartbeat(health: Health, broker_up: Callable[[], bool]) -> None:
