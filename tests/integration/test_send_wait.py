@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -10,7 +11,9 @@ from messaging import topology
 from tests.integration.pipeline import (
     BIN,
     queue_depth,
+    running_consumer,
     service_env,
+    settings_for,
     start_process,
     stop_process,
     wait_for_line,
@@ -90,3 +93,21 @@ def test_bad_timeouts_are_refused_before_connecting() -> None:
     for bad in ("0", "-1", "nan", "soon"):
         refused = send(env, "add", "1", "2", "--wait", "--timeout", bad, timeout=30)
         assert refused.returncode == 2 and "--timeout" in refused.stderr, (bad, refused.stderr)
+
+
+async def test_a_request_that_completes_after_a_retry_answers_completed(vhost_url: str) -> None:
+    """The first attempt fails with a transient fault, the second completes: exit 0, the result."""
+    settings = settings_for(vhost_url, retry_base_delay=0.3)
+    async with running_consumer(settings) as service:
+        attempts: list[int] = []
+
+        def first_attempt_fails(_: object, attempt: int) -> bool:
+            attempts.append(attempt)
+            return attempt == 1
+
+        service.inject_fault = first_attempt_fails
+        done = await asyncio.to_thread(send, service_env(vhost_url), "multiply", "6", "7", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["status"], answer["result"]) == ("completed", 42.0)
+    assert attempts == [1, 2]
