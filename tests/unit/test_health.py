@@ -97,7 +97,8 @@ async def test_prefix_routes_get_the_rest_of_the_path_and_any_liveness_object_se
     try:
         assert await _in_thread(server.port, "/results/a%20b?x=1") == (200, {"id": "a b"})
         assert (await _in_thread(server.port, "/livez"))[0] == 200
-        assert await _in_thread(server.port, "/readyz") == (503, {"status": "failing", "detail": "not database"})
+        ready = await _in_thread(server.port, "/readyz")
+        assert ready == (503, {"status": "failing", "detail": "not database"})
         status, body = await _in_thread(server.port, "/results/")
         assert status == 404 and "/results/ID" in str(body)
     finally:
