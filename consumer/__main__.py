@@ -9,15 +9,14 @@ import os
 import time
 from collections.abc import Sequence
 
-import prometheus_client
-
 from consumer import metrics
 from consumer.pipeline import OnRequest
 from consumer.service import ConsumerService
 from messaging import commandline, lifecycle, logs
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.health import Readiness
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 from messaging.verdict import Outcome
 
@@ -73,13 +72,14 @@ def testing_hooks(settings: Settings) -> OnRequest | None:
 async def serve(settings: Settings) -> int:
     stop = lifecycle.shutdown_event()
     readiness = Readiness("connecting")
-    prometheus_client.REGISTRY.register(metrics.REGISTRY)
+    expose(metrics.REGISTRY)
     async with lifecycle.health(settings.metrics_port or None, readiness):
         return await _consume(settings, stop, readiness)
 
 
 async def _consume(settings: Settings, stop: asyncio.Event, readiness: Readiness) -> int:
     connection = await connect(settings, f"calc-consumer {settings.instance_id}")
+    watch(connection, metrics.BROKER)
     readiness.require(lifecycle.connected(connection))
     connection.close_callbacks.add(lambda *_: readiness.not_ready("broker connection lost; reconnecting"))
     readiness.not_ready("declaring the topology, subscribing")

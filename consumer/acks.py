@@ -15,7 +15,8 @@ log = logging.getLogger("consumer.service")  # one logger for every line of the 
 
 SETTLE_GRACE_S = 0.5
 """Shutdown: how long the broker gets to apply the last acks before the channel closes (see
-`let_acks_land`; the measurements behind 0.5 s: docs/architecture.md, "Settle grace")."""
+`let_acks_land`; the measurements behind 0.5 s: docs/architecture.md, "A settle grace before
+the channel closes")."""
 
 
 async def let_acks_land(channel: AbstractChannel, prefetch: int, grace: float = SETTLE_GRACE_S) -> None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from messaging.metrics import broker_gauges, confirm_seconds
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+BROKER = broker_gauges(REGISTRY)  # calc_build_info, calc_broker_connected, calc_broker_blocked
+CONFIRMS = confirm_seconds(REGISTRY)  # calc_publish_confirm_seconds of the outcome publishes
 
 PROCESSED = Counter("calc_consumer_messages_total", "Requests handled, by operation and outcome",
                     ["operation", "outcome"], registry=REGISTRY)

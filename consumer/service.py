@@ -78,7 +78,8 @@ class ConsumerService:
             assert self.connection is not None
             channel = await confirmed_channel(self.connection)
             await topology.declare(channel, self.settings)
-            self.publisher = Publisher(channel, self.settings.publish_timeout, metrics.PUBLISH_OUTCOMES)
+            self.publisher = Publisher(channel, self.settings.publish_timeout, metrics.PUBLISH_OUTCOMES,
+                                       metrics.CONFIRMS)
         outcomes = Outcomes(self.publisher, self.settings.instance_id, self._completed)
         self._pipeline = Pipeline(self.settings, outcomes, self.ledger, self._completed, self._fault,
                                   self._on_request, self.failed)

@@ -1,18 +1,27 @@
-"""Every metric the DLQ inspector defines: computed from `serve`'s last report at scrape time."""
+"""Every metric the DLQ inspector defines: computed from `serve`'s last report at scrape time.
+
+Beside them, in `REGISTRY`, the gauges every service has alike; `serve` never publishes, so it
+has no `calc_publish_confirm_seconds` (`replay` is a command, not scraped).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from dlq_inspector.explain import OPERATION_CHOICES, REASONS
 from dlq_inspector.report import Report
+from messaging.metrics import broker_gauges
 
 if TYPE_CHECKING:
     from dlq_inspector.serve import State
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+BROKER = broker_gauges(REGISTRY)  # calc_build_info, calc_broker_connected, calc_broker_blocked
 
 
 def dlq_messages(report: Report) -> GaugeMetricFamily:

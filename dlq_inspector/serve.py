@@ -12,13 +12,16 @@ from typing import Any
 from aio_pika.abc import AbstractConnection
 from prometheus_client import CollectorRegistry
 
+from dlq_inspector import metrics
 from dlq_inspector.broker import BROKER_ERRORS, declare_topology, open_connection
 from dlq_inspector.metrics import DlqCollector
 from dlq_inspector.report import Report, scan_report
 from messaging import lifecycle
+from messaging.connection import watch
 from messaging.errors import CalcEventsError
 from messaging.health import Readiness, Route
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ def routes(state: State) -> dict[str, Route]:
 def registry_of(state: State) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DlqCollector(state))
+    expose(metrics.REGISTRY, registry)
     return registry
 
 
@@ -96,6 +100,7 @@ class _Refresher:
                 self.connection = await open_connection(
                     settings, f"calc-dlq-inspector {settings.instance_id}",
                     min(settings.connect_timeout, 10.0))
+                watch(self.connection, metrics.BROKER)
                 async with self.connection.channel() as channel:
                     await declare_topology(channel, settings)
             report = await scan_report(self.connection, settings)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
-from journal import http, render
+from journal import http, metrics, render, schema
 from journal.health import Health, heartbeat
 from journal.service import JournalService
 from journal.store import Store
 from messaging import lifecycle
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.logs import kv
+from messaging.metrics import expose
 from messaging.settings import Settings
 
 log = logging.getLogger("journal")
@@ -30,6 +30,8 @@ async def serve(settings: Settings) -> int:
     await store.open()
     try:
         connection = await connect(settings, f"calc-journal {settings.instance_id}")
+        watch(connection, metrics.BROKER)
+        expose(metrics.REGISTRY)
         try:
             service = JournalService(settings, connection, store, health)
             beating = asyncio.create_task(heartbeat(health, lambda: not connection.is_closed))
@@ -77,8 +79,6 @@ async def migrate(settings: Settings) -> int:
     store = Store(settings)
     before = await store.open()
     await store.close()
-    from journal.schema import LATEST
-
-    print(f"journal schema: version {LATEST}" + ("" if before == LATEST else f" (was {before})"),
-          file=sys.stdout)
+    was = "" if before == schema.LATEST else f" (was {before})"
+    print(f"journal schema: version {schema.LATEST}{was}")
     return lifecycle.EXIT_OK

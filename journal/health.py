@@ -7,14 +7,21 @@ Served by messaging.health's HealthServer like every service's; the flags are th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from journal import metrics
 from messaging.health import BEAT_S, STALE_S
+from messaging.logs import kv
 
-__all__ = ["BEAT_S", "STALE_S", "Health", "heartbeat"]
+__all__ = ["BEAT_S", "PROBE_S", "STALE_S", "Health", "heartbeat"]
+
+log = logging.getLogger(__name__)
+
+PROBE_S = 5.0
+"""While no batch was written for this long, a ping says whether the database is still there."""
 
 
 @dataclass
@@ -57,3 +64,41 @@ async def heartbeat(health: Health, broker_up: Callable[[], bool]) -> None:
         health.broker = broker_up()
         metrics.READY.set(1.0 if health.ready()[0] else 0.0)
         await asyncio.sleep(BEAT_S)
+
+
+class DatabaseProbe:
+    """Readiness between batches: an idle journal must still notice a database that went away.
+
+    Only a failed ping marks the database down here, and only such a mark is cleared by a ping:
+    a database that answers SELECT 1 but refuses writes stays not ready until a write succeeds.
+    """
+
+    def __init__(self, health: Health, ping: Callable[[], Awaitable[None]],
+                 errors: tuple[type[Exception], ...], every: float = PROBE_S) -> None:
+        self.health = health
+        self.ping = ping
+        self.errors = errors
+        self.every = every
+        self.last_write = time.monotonic()
+        self._down = False
+
+    def written(self) -> None:
+        """A batch was committed: the database is there and writable."""
+        self.last_write = time.monotonic()
+        self._down = False
+        self.health.database = True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            if time.monotonic() - self.last_write < self.every:
+                continue
+            try:
+                await self.ping()
+            except self.errors as exc:
+                if self.health.database:
+                    log.warning("database not reachable", extra=kv(error=str(exc)))
+                self._down, self.health.database, self.health.error = True, False, str(exc)
+                continue
+            if self._down:
+                self._down, self.health.database = False, True

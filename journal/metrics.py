@@ -1,8 +1,17 @@
-"""Every metric of the journal, defined here and nowhere else."""
+"""Every metric of the journal, defined here and nowhere else.
+
+Its own ones in prometheus_client's registry; the gauges every service has alike in `REGISTRY`,
+which `serve` adds to it (tests run the journal beside other services in one process).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from messaging.metrics import broker_gauges
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+BROKER = broker_gauges(REGISTRY)  # calc_build_info, calc_broker_connected, calc_broker_blocked
 
 OUTCOMES = Counter(
     "calc_journal_outcomes_total",

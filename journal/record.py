@@ -12,6 +12,8 @@ from messaging import codec
 
 ID_MAX = 255
 """Characters of an id the journal keeps (an AMQP short string's bytes; a UUID has 36)."""
+ATTEMPTS_MAX = 2**31 - 1
+"""PostgreSQL's integer; a forged `attempt` header past it is kept as this, not refused."""
 DETAIL_MAX = 2000
 """Characters of a failure's detail the journal keeps; the rest is cut (the DLQ has the whole)."""
 
@@ -106,7 +108,9 @@ def read(incoming: codec.Incoming) -> Outcome | Rejected:
     operation = codec.operation_label(event.operation)
     if isinstance(event, calc_pb2.CalculationCompleted):
         return Outcome(request_id, event_id, COMPLETED, operation, list(event.operands), event.result,
-                       None, None, incoming.attempt, correlation_id, event.processed_by, occurred_at)
+                       None, None, min(incoming.attempt, ATTEMPTS_MAX), correlation_id, event.processed_by,
+                       occurred_at)
     detail = event.detail.replace("\x00", "\\x00")[:DETAIL_MAX]
     return Outcome(request_id, event_id, FAILED, operation, None, None, codec.reason_name(event.reason),
-                   detail, event.attempts, correlation_id, event.processed_by, occurred_at)
+                   detail, min(event.attempts, ATTEMPTS_MAX), correlation_id, event.processed_by,
+                   occurred_at)

@@ -7,21 +7,22 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from journal import metrics, record
-from journal.health import Health
+from journal.deadletter import dead_letter
+from journal.health import DatabaseProbe, Health
 from journal.record import Outcome, Rejected
 from journal.store import DatabaseRefused, DatabaseUnavailable, RowRefused, Store
+from journal.subscription import Subscription
 from messaging import codec, topology
 from messaging.backoff import Backoff
 from messaging.errors import Transient
 from messaging.logs import kv
-from messaging.publisher import confirmed_channel, publish
+from messaging.publisher import confirmed_channel
 from messaging.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,8 @@ LINGER_S = 0.01
 """How long a batch that is not full waits for more outcomes before it is written."""
 DATABASE = Backoff(first=0.5, cap=5.0)
 """Writing a batch again after the database was unavailable or refused it."""
-RESUBSCRIBE = Backoff(first=0.5, cap=10.0)
 DRAIN_TIMEOUT_S = 30.0
 """Shutdown: how long the last batches get to commit; what is left is redelivered later."""
-PROBE_S = 5.0
-"""While no batch was written for this long, a ping says whether the database is still there."""
-REASON_HEADER = "reason"
-DETAIL_HEADER = "detail"
 
 
 @dataclass(slots=True)
@@ -79,12 +75,10 @@ class JournalService:
         self._arrived = asyncio.Event()
         self._consume: AbstractRobustChannel | None = None
         self._publish: AbstractChannel | None = None
-        self._subscription: tuple[aiormq.abc.AbstractChannel, str] | None = None
+        self._subscription: Subscription | None = None
         self._writer: asyncio.Task[None] | None = None
+        self.probe = DatabaseProbe(self.health, store.ping, (DatabaseUnavailable, DatabaseRefused))
         self._prober: asyncio.Task[None] | None = None
-        self._last_write = time.monotonic()
-        self._ping_down = False  # the database is marked down by a failed ping, not a failed write
-        self._resubscribing: asyncio.Task[None] | None = None
         self._stopping = False
         self.acked = 0
         """Deliveries acked since start (the benchmark and tests count on it)."""
@@ -101,50 +95,12 @@ class JournalService:
         assert isinstance(channel, AbstractRobustChannel), "connect(robust=True) for the journal"
         self._consume = channel
         await channel.set_qos(prefetch_count=self.prefetch)
-        channel.reopen_callbacks.add(self._on_reopen)
         self.health.database = True
         self._writer = asyncio.create_task(self._write_loop())
-        self._prober = asyncio.create_task(self._probe_loop())
-        await self._subscribe()
-
-    async def _subscribe(self) -> None:
-        assert self._consume is not None
-        channel = await self._consume.get_underlay_channel()
-        channel.on_consumer_cancel_callbacks.add(self._on_cancel)
-        ok = await channel.basic_consume(topology.JOURNAL_QUEUE, self._on_message, no_ack=False)
-        assert ok.consumer_tag is not None
-        self._subscription = (channel, ok.consumer_tag)
-        self.health.consuming = True
-        log.info("consuming", extra=kv(queue=topology.JOURNAL_QUEUE, batch=self.batch_size,
-                                       prefetch=self.prefetch, instance=self.settings.instance_id))
-
-    async def _on_reopen(self, _channel: object) -> None:
-        self.health.consuming = False
-        if not self._stopping:
-            self._resubscribe("channel reopened")
-
-    def _on_cancel(self, frame: Any) -> None:
-        if self._subscription and frame.consumer_tag == self._subscription[1] and not self._stopping:
-            self.health.consuming = False
-            log.warning("subscription cancelled by the broker", extra=kv(consumer_tag=frame.consumer_tag))
-            self._resubscribe("cancelled by the broker")
-
-    def _resubscribe(self, why: str) -> None:
-        if self._resubscribing is None or self._resubscribing.done():
-            self._resubscribing = asyncio.create_task(self._resubscribe_until_done(why))
-
-    async def _resubscribe_until_done(self, why: str) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                await self._subscribe()
-                log.info("consuming again", extra=kv(why=why))
-                return
-            except Exception as exc:
-                failures += 1
-                log.warning("could not consume again; retrying", extra=kv(
-                    why=why, error=repr(exc), retry_in_s=RESUBSCRIBE.delay(failures)))
-            await asyncio.sleep(RESUBSCRIBE.delay(failures))
+        self._prober = asyncio.create_task(self.probe.run())
+        self._subscription = Subscription(channel, self._on_message, self.health, {
+            "batch": self.batch_size, "prefetch": self.prefetch, "instance": self.settings.instance_id})
+        await self._subscription.start()
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if self._held and self._held[-1].message.channel is not message.channel:
@@ -160,22 +116,6 @@ class JournalService:
             self._held = [h for h in self._held if id(h) not in gone]
             log.info("deliveries of a closed channel dropped; the broker delivers them again",
                      extra=kv(count=len(lost)))
-
-    async def _probe_loop(self) -> None:
-        """Readiness between batches: an idle journal must still notice a database that went away."""
-        while True:
-            await asyncio.sleep(PROBE_S)
-            if time.monotonic() - self._last_write < PROBE_S:
-                continue
-            try:
-                await self.store.ping()
-            except (DatabaseUnavailable, DatabaseRefused) as exc:
-                if self.health.database:
-                    log.warning("database not reachable", extra=kv(error=str(exc)))
-                self._ping_down, self.health.database, self.health.error = True, False, str(exc)
-                continue
-            if self._ping_down:
-                self._ping_down, self.health.database = False, True
 
     async def _write_loop(self) -> None:
         while True:
@@ -209,8 +149,7 @@ class JournalService:
                 if await self._record([h for h in todo if isinstance(h.read, Outcome)]):
                     continue  # some rows were refused: they are Rejected now, for the DLQ
                 await self._ack(batch)
-                self.health.database, self._ping_down = True, False
-                self._last_write = time.monotonic()
+                self.probe.written()
                 return True
             except (DatabaseUnavailable, DatabaseRefused) as exc:
                 failures += 1
@@ -261,24 +200,12 @@ class JournalService:
         return False
 
     async def _dead_letter(self, items: list[Held]) -> None:
-        """Copy each of `items` to calc.results.journal.dlq with its reason; confirmed, then done."""
+        """Copy each of `items` to the journal DLQ with its reason; confirmed, then done."""
         assert self._publish is not None
         for h in items:
             assert isinstance(h.read, Rejected)
-            message = h.message
-            incoming = codec.incoming_of(message)
-            copy = codec.copy_message(message.body, message.header.properties, incoming.attempt)
-            assert copy.properties.headers is not None
-            copy.properties.headers[REASON_HEADER] = h.read.reason
-            copy.properties.headers[DETAIL_HEADER] = h.read.detail[:500]
-            key = incoming.routing_key if codec.fits_short_string(incoming.routing_key) else "undecodable"
-            await publish(self._publish, topology.JOURNAL_DLX, copy, key, self.settings.publish_timeout)
+            await dead_letter(self._publish, h.message, h.read, self.settings.publish_timeout)
             h.done = True
-            metrics.DEAD_LETTERED.labels(h.read.reason).inc()
-            metrics.OUTCOMES.labels("dead_lettered").inc()
-            log.warning("outcome sent to the journal DLQ", extra=kv(
-                message_id=incoming.message_id, correlation_id=incoming.correlation_id,
-                reason=h.read.reason, detail=h.read.detail))
 
     async def _ack(self, batch: _Batch) -> None:
         last = batch.items[-1].message.delivery_tag
@@ -293,14 +220,10 @@ class JournalService:
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Stop consuming, commit and ack what is held (for up to `timeout` s), close the channels."""
         self._stopping = True
-        self.health.consuming = False
-        for task in (self._resubscribing, self._prober):
-            if task is not None:
-                task.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._subscription is not None:
-            channel, tag = self._subscription
-            with contextlib.suppress(Exception):
-                await channel.basic_cancel(tag)
+            await self._subscription.cancel()
         self._arrived.set()
         if self._writer is not None:
             try:
@@ -310,10 +233,11 @@ class JournalService:
                             extra=kv(held=len(self._held)))
                 self._writer.cancel()
                 await asyncio.gather(self._writer, return_exceptions=True)
-        if self._subscription is not None and not self._subscription[0].is_closed:
+        underlay = self._subscription.underlay if self._subscription else None
+        if underlay is not None and not underlay.is_closed:
             # a round trip: the broker has read the last ack before the channel closes
             with contextlib.suppress(Exception):
-                await self._subscription[0].basic_qos(prefetch_count=self.prefetch)
+                await underlay.basic_qos(prefetch_count=self.prefetch)
             await asyncio.sleep(0.2)
         for opened in (self._consume, self._publish):
             if opened is not None and not opened.is_closed:

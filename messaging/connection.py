@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from typing import Literal, overload
 from urllib.parse import unquote, urlsplit
 
@@ -16,6 +17,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay
 from messaging import backoff, frames
 from messaging.errors import CalcEventsError, ConfigurationError
 from messaging.logs import kv
+from messaging.metrics import BrokerGauges
+from messaging.publisher import blocked
 from messaging.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,3 +136,26 @@ async def connect(settings: Settings, name: str, *, robust: bool = True,
             f"broker {settings.safe_url} not reachable after {limit:.0f}s: "
             f"{_cause(exc, settings)}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def watch(connection: AbstractConnection, gauges: BrokerGauges) -> None:
+    """Keep `calc_broker_connected` and `calc_broker_blocked` true to `connection` (open now).
+
+    connected: 0 from the close callback (a robust connection's every loss, or the close of a
+    plain one), 1 again from the reconnect callback, after aio-pika restored the channels.
+    blocked: aiormq has no callback for connection.blocked, only the Event the publisher waits on
+    (`messaging.publisher.blocked`); the gauge reads it at each scrape. The callbacks hold the
+    connection weakly: a gauge never keeps a closed connection alive.
+    """
+    gauges.connected.set(1)
+    connection.close_callbacks.add(lambda *_: gauges.connected.set(0))
+    if isinstance(connection, AbstractRobustConnection):
+        connection.reconnect_callbacks.add(lambda *_: gauges.connected.set(1))
+    ref = weakref.ref(connection)
+    gauges.blocked.set_function(lambda: _blocked_now(ref))
+
+
+def _blocked_now(ref: weakref.ref[AbstractConnection]) -> float:
+    connection = ref()
+    transport = getattr(connection, "transport", None) if connection is not None else None
+    return 1.0 if transport is not None and blocked(transport.connection) is not None else 0.0

@@ -14,11 +14,12 @@ from pathlib import Path
 from calculator import InvalidArguments, Operation, check_arguments
 from messaging import commandline, lifecycle, logs
 from messaging.arguments import OneLineParser, positive_float, positive_int, share
-from messaging.connection import connect
+from messaging.connection import connect, watch
 from messaging.errors import UnroutableError
 from messaging.health import Readiness
+from messaging.metrics import expose
 from messaging.settings import Settings
-from producer import answer
+from producer import answer, metrics
 from producer.generator import Spec, random_spec
 from producer.service import Producer
 
@@ -107,6 +108,8 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     port = None if command == "send" else settings.metrics_port or None
     async with lifecycle.health(port, readiness):
         connection = await connect(settings, f"calc-producer {settings.instance_id}")
+        watch(connection, metrics.BROKER)
+        expose(metrics.REGISTRY)
         readiness.require(lifecycle.connected(connection))
         try:
             producer = Producer(settings, connection)

@@ -3,7 +3,8 @@
 # results reach calc.results.audit and explained failures reach calc.dlq, use the inspector CLI
 # through compose, check that the services' users cannot do what they must not, scale
 # consumer-basic to 3 under load and check that no request is lost, check that the results journal
-# holds exactly one row for each of those requests, then stop everything.
+# holds exactly one row for each of those requests, check that the Prometheus of the observability
+# profile scrapes every service with the alerts loaded, then stop everything.
 # On failure it prints every service's logs. `make e2e` runs it.
 #
 #   E2E_TIMEOUT   seconds before it gives up (default 360)
@@ -17,7 +18,7 @@ TIMEOUT=${E2E_TIMEOUT:-360}
 REQUESTS=${E2E_REQUESTS:-3000}
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-calc-events-e2e}
 # Any free host ports, so the test runs beside `docker compose up` of your own.
-export CALC_MANAGEMENT_PORT="" CALC_INSPECTOR_HOST_PORT="" CALC_JOURNAL_HOST_PORT=""
+export CALC_MANAGEMENT_PORT="" CALC_INSPECTOR_HOST_PORT="" CALC_JOURNAL_HOST_PORT="" CALC_PROMETHEUS_PORT=""
 VHOST=calc
 
 start=$SECONDS
@@ -36,7 +37,9 @@ remaining() {
 bounded() {
   if command -v timeout >/dev/null; then timeout "$(remaining)" "$@"; else "$@"; fi
 }
-compose() { docker compose "$@"; }
+# The observability profile is named so that `down` removes its prometheus too; `up` starts only
+# the services it is given from it (its jaeger image cannot be built offline: never started here).
+compose() { docker compose --profile observability "$@"; }
 # `docker compose run` for a one-off command in a service's image and configuration.
 run() { bounded docker compose run --rm --no-deps -T "$@" 2>>"$work/run.log"; }
 
@@ -237,6 +240,62 @@ sys.exit(asyncio.run(main(int(sys.argv[1]))))
 PY
 )
 
+# Ask Prometheus (compose's, from the network) until every job has its targets up, then check that
+# every rule of rules.yml is loaded and healthy. argv: seconds to wait, rules expected, then
+# JOB=TARGETS for each scrape job.
+PROMETHEUS=$(cat <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+
+def get(path):
+    with urllib.request.urlopen(f"http://prometheus:9090{path}", timeout=5) as answer:
+        return json.load(answer)["data"]
+
+def query(promql):
+    return {r["metric"].get("job", ""): float(r["value"][1])
+            for r in get("/api/v1/query?" + urllib.parse.urlencode({"query": promql}))["result"]}
+
+def main(wait, rules, jobs):
+    expected = dict(job.split("=") for job in jobs)
+    deadline, seen = time.monotonic() + wait, {}
+    while True:
+        try:
+            targets = get("/api/v1/targets?state=active")["activeTargets"]
+        except OSError as exc:
+            targets, seen = [], {"(prometheus)": [f"not answering: {exc}"]}
+        else:
+            seen = {}
+            for t in targets:
+                seen.setdefault(t["labels"]["job"], []).append(f"{t['labels']['instance']} {t['health']} {t['lastError']}".strip())
+        up = {job: sum(" up" in s for s in states) for job, states in seen.items()}
+        if all(up.get(job, 0) == int(n) and len(seen[job]) == int(n) for job, n in expected.items()):
+            break
+        if time.monotonic() > deadline:
+            print(f"  FAIL targets not all up after {wait}s: {json.dumps(seen, indent=1)}")
+            return 1
+        time.sleep(2)
+    for job in sorted(seen):
+        print(f"  {job}: {len(seen[job])} target(s) up")
+    loaded = [r for g in get("/api/v1/rules")["groups"] for r in g["rules"]]
+    bad = [f"{r['name']}: {r['health']} {r.get('lastError', '')}" for r in loaded if r["health"] != "ok"]
+    print(f"  rules: {len(loaded)} loaded ({sum(r['type'] == 'alerting' for r in loaded)} alerts), "
+          f"{len(bad)} unhealthy")
+    if len(loaded) != rules or bad:
+        print(f"  FAIL expected {rules} healthy rules: {bad}")
+        return 1
+    # every service: its build info, and connected to the broker (each replica: min)
+    apps = {job: int(n) for job, n in expected.items() if not job.startswith("rabbitmq")}
+    built = query("count by (job) (calc_build_info)")
+    connected = query("min by (job) (calc_broker_connected)")
+    print(f"  calc_build_info series: {built}; min calc_broker_connected: {connected}")
+    if built != {job: float(n) for job, n in apps.items()} or connected != dict.fromkeys(apps, 1.0):
+        print("  FAIL not every service reports calc_build_info and calc_broker_connected 1")
+        return 1
+    return 0
+
+sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]))
+PY
+)
+
 dotenv() { sed -n "s/^$1=//p" .env | tail -1; }
 ADMIN_PASSWORD=${CALC_ADMIN_PASSWORD:-$(dotenv CALC_ADMIN_PASSWORD)}
 MONITOR_PASSWORD=${CALC_MONITOR_PASSWORD:-$(dotenv CALC_MONITOR_PASSWORD)}
@@ -247,12 +306,14 @@ command -v docker >/dev/null || fail "docker is not installed"
 compose version
 compose down -v --remove-orphans >/dev/null 2>&1 || true
 t=$SECONDS
+docker image inspect prom/prometheus:v2 >/dev/null 2>&1 || fail "no image prom/prometheus:v2 (docker pull it, or build one from Debian's prometheus package)"
 bounded docker compose build --quiet
 ok "image calc-events:local built in $((SECONDS - t))s"
 
 step "docker compose up -d"
 t_up=$SECONDS
 bounded docker compose up -d --quiet-pull
+bounded docker compose up -d --no-deps prometheus  # from the observability profile, scraping from now
 
 step "results reach calc.results.audit"
 has_results() { queue_counts; [ "$(count_of calc.results.audit)" -gt 0 ]; }
@@ -264,6 +325,18 @@ bounded docker compose up -d --wait --wait-timeout "$(remaining)" >/dev/null 2>&
   || { compose ps; fail "not every service became healthy"; }
 compose ps --format '{{.Name}}: {{.Status}}'
 ok "all services healthy $((SECONDS - t_up))s after up"
+
+step "Prometheus (profile observability): every target up, the alerts loaded"
+# A rule is evaluated every 15 s, so a rule whose health is still "unknown" waits too.
+rules=$(grep -cE '^ +- (alert|record):' deploy/prometheus/rules.yml)
+t=$SECONDS
+until run --entrypoint python producer -c "$PROMETHEUS" 90 "$rules" producer=1 consumer-basic=2 \
+    consumer-heavy=1 dlq-inspector=1 journal=1 rabbitmq=1 rabbitmq-queues=1 >"$work/prometheus.txt"; do
+  grep -q "unhealthy" "$work/prometheus.txt" && [ $((SECONDS - t)) -lt 60 ] || { cat "$work/prometheus.txt"; fail "Prometheus does not scrape every service with the rules loaded"; }
+  sleep 5
+done
+cat "$work/prometheus.txt"
+ok "Prometheus: all 7 jobs up, every service connected, $rules rules of rules.yml loaded and healthy ($((SECONDS - t))s)"
 
 step "an explained failure reaches calc.dlq: calc-producer send divide 1 0"
 event_id=$(run producer send divide 1 0)

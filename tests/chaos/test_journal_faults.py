@@ -13,29 +13,35 @@ from pathlib import Path
 
 import pytest
 
+from messaging import codec, topology
 from tests.chaos.conftest import Row
 from tests.chaos.harness import (
+    SETTLE_AFTER_DECLARE,
     Ledger,
     Service,
     bulk_args,
     bulk_summary,
     chaos_env,
+    queue_stats,
     read_ids,
     services,
     wait_settled,
     wait_until,
 )
-from tests.integration.pipeline import settings_for
+from tests.chaos.test_least_privilege import VHOST, User, deployed, publish_to, refused  # noqa: F401
+from tests.integration.pipeline import publish_raw, service_env, settings_for
 from tests.integration.test_journal_pipeline import _completed
 from tests.support.database import PrivatePostgres, run
 from tests.support.journal import (
+    assert_journal_matches,
     journal_rows,
     running_journal,
     start_journal,
     wait_acked,
     wait_journal_caught_up,
+    wire_duplicates,
 )
-from tests.support.private_node import NodeFactory
+from tests.support.private_node import NodeFactory, PrivateNode
 
 pytestmark = pytest.mark.database
 
@@ -93,21 +99,6 @@ def _rows_now(database_url: str) -> int:
         return -1  # the database is down
 
 
-def _wire_duplicates(ledger: Ledger) -> int:
-    events = len(ledger.completed) + len(ledger.failed)
-    return events - len(ledger.completed_ids | ledger.failed_ids)
-
-
-def _check(ledger: Ledger, database_url: str) -> tuple[int, int]:
-    """Assert the journal agrees with the wire; (rows, duplicates the journal counted)."""
-    ledger.assert_exactly_once(max_duplicates=None)
-    wait_journal_caught_up(database_url, len(ledger.completed) + len(ledger.failed))
-    rows = journal_rows(database_url)
-    rows.assert_exactly_once(ledger.sent, ledger.completed_ids, ledger.failed_ids | ledger.dead_ids)
-    assert rows.duplicates == _wire_duplicates(ledger), "the journal counted other duplicates than the wire's"
-    return len(rows.rows), rows.duplicates
-
-
 def _stream(started: list[Service], env: dict[str, str], tmp_path: Path) -> Service:
     consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
     started.append(consumer)
@@ -136,7 +127,7 @@ async def test_journal_killed_mid_stream_records_each_request_once(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, second.log)
         assert second.terminate() == 0
     reliability(Row(
         "journal SIGKILL mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
@@ -167,9 +158,68 @@ async def test_postgres_restarted_mid_stream_loses_no_row_and_doubles_none(
         sent = read_ids(tmp_path / "ids.txt")
         assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
         ledger = await Ledger.collect(node.url, sent)
-        rows, duplicates = _check(ledger, database_url)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, journal.log)
         assert journal.terminate() == 0
     reliability(Row(
         "PostgreSQL crash-restarted mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; the journal paused (nothing acked) while "
         "the database was down and resumed by itself; recovery: database down ~2 s, then rows again"))
+
+
+async def test_broker_killed_under_the_journal_it_consumes_again_and_records_each_request_once(
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
+    node = private_node()
+    env = chaos_env(node.url, CALC_JOURNAL_BATCH="200")
+    with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
+        time.sleep(SETTLE_AFTER_DECLARE)  # a quorum queue declared just before a node dies is lost
+        producer = _stream(started, env, tmp_path)
+        wait_until(lambda: _rows_now(database_url) >= 1_500, 120, "1,500 rows in the journal")
+        killed_at = time.monotonic()
+        node.kill()
+        time.sleep(2.0)
+        node.start()
+        wait_until(lambda: queue_stats(node)[topology.JOURNAL_QUEUE].consumers == 1, 60,
+                   "the journal to consume again after the restart")
+        recover = time.monotonic() - killed_at
+        assert producer.wait(300) == 0, producer.text()[-3000:]
+        wait_settled(node)
+        sent = read_ids(tmp_path / "ids.txt")
+        assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
+        ledger = await Ledger.collect(node.url, sent)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, journal.log,
+                                                  broker_crashed=True)
+        assert journal.running() and "consuming again" in journal.text()
+        assert journal.terminate() == 0
+    reliability(Row(
+        "broker killed and restarted under the journal (journal rows)", COUNT, COUNT - rows, duplicates,
+        recover,
+        f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
+        f"producer's and consumer's redeliveries; the audit queue shows {wire_duplicates(ledger)}) "
+        "counted in the rows; recovery: the journal consuming again"))
+
+
+async def test_the_journal_works_as_its_least_privilege_user(
+        deployed: tuple[PrivateNode, dict[str, User]],  # noqa: F811 (the fixture imported above)
+        database_url: str, tmp_path: Path) -> None:
+    """As calc-journal with the deployed definitions: it records, dead-letters to its own DLQ,
+    and may do nothing else."""
+    node, users = deployed
+    journal_user, admin = users["calc-journal"], users["calc-admin"]
+    env = service_env(journal_user.url, CALC_DECLARE_TOPOLOGY="false")
+    with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
+        await _completed(admin.url, "req-least", 1)
+        await publish_raw(admin.url, b"\xff\xff", "calc.completed.add", topology.RESULTS_EXCHANGE,
+                          type=codec.TYPE_COMPLETED)
+        wait_journal_caught_up(database_url, 1, 60, admin.url, journal.log)
+        wait_until(lambda: queue_stats(node, VHOST)[topology.JOURNAL_DLQ].ready == 1, 30,
+                   "the undecodable outcome in the journal DLQ")
+        assert journal.terminate() == 0
+    assert list(journal_rows(database_url).rows) == ["req-least"]
+    assert refused(journal_user, lambda ch: ch.basic_get(topology.DLQ)), "the journal may read calc.dlq"
+    assert refused(journal_user, publish_to(topology.RESULTS_EXCHANGE)), "the journal may forge results"
+    assert refused(journal_user, lambda ch: ch.queue_purge(topology.JOURNAL_DLQ))
+    assert refused(journal_user, lambda ch: ch.exchange_declare("calc.rogue", "topic", durable=True))
+    assert journal_user.password not in journal.text()

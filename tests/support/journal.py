@@ -4,10 +4,10 @@ For the chaos tier (tests/chaos/test_journal_*.py use it; any scenario can):
 
     with services() as started:
         journal = start_journal(started, env, database_url, tmp_path / "journal.log")  # before outcomes flow
-        ...  # the scenario: producer, consumers, kills
-        wait_journal_caught_up(node.url)            # calc.results.journal empty, nothing unacked
-        rows = journal_rows(database_url)
-        rows.assert_exactly_once(sent, ledger)      # 0 missing, 0 extra, the ledger's outcome each
+        ...  # the scenario: producer, consumers, kills, wait_settled
+        ledger = await Ledger.collect(node.url, sent)
+        rows, duplicates = assert_journal_matches(ledger, database_url, node.url, journal.log)
+        # 0 missing, 0 extra, the ledger's outcome each, the wire's duplicates counted
 """
 
 from __future__ import annotations
@@ -61,16 +61,35 @@ async def journal_queue_counts(url: str) -> tuple[int, int]:
         await connection.close()
 
 
-def wait_journal_caught_up(database_url: str, expected_events: int, timeout: float = 180.0) -> None:
-    """Until the journal has recorded `expected_events` distinct outcome events (its inbox table)."""
+def wait_journal_caught_up(database_url: str, expected_events: int, timeout: float = 180.0,
+                           broker_url: str | None = None, log: Path | None = None) -> int:
+    """Until the journal has recorded `expected_events` distinct outcome events (its inbox
+    table), or, with `broker_url`, its queue is empty and the count has not moved for 5 s (after
+    a broker crash an outcome whose publish was not confirmed may be in the audit queue and not
+    in the journal's: its retry is in both). Returns the count recorded.
+
+    On a timeout the error says what calc.results.journal still holds (with `broker_url`) and
+    ends with the journal's log (with `log`)."""
     deadline = time.monotonic() + timeout
-    seen = -1
+    seen, still_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        seen = run(_count_events(database_url))
-        if seen >= expected_events:
-            return
+        now = run(_count_events(database_url))
+        if now >= expected_events:
+            return now
+        if now != seen:
+            seen, still_since = now, time.monotonic()
+        elif broker_url is not None and time.monotonic() - still_since > 5:
+            if run(journal_queue_counts(broker_url))[0] == 0:
+                return seen
         time.sleep(0.5)
-    raise AssertionError(f"the journal recorded {seen} of {expected_events} outcome events in {timeout:.0f}s")
+    detail = ""
+    if broker_url is not None:
+        ready, consumers = run(journal_queue_counts(broker_url))
+        detail += f"; {topology.JOURNAL_QUEUE} has {ready} ready, {consumers} consumers"
+    if log is not None and log.exists():
+        detail += "\n" + log.read_text(errors="replace")[-3000:]
+    raise AssertionError(f"the journal recorded {seen} of {expected_events} outcome events in "
+                         f"{timeout:.0f}s{detail}")
 
 
 async def _count_events(database_url: str) -> int:
@@ -130,6 +149,33 @@ def journal_rows(database_url: str) -> JournalRows:
         return {row["request_event_id"]: dict(row) for row in rows}
 
     return JournalRows(run(fetch()))
+
+
+def wire_duplicates(ledger: Any) -> int:
+    """Outcome events beyond the first per request in a chaos Ledger (results and failures)."""
+    events = len(ledger.completed) + len(ledger.failed)
+    return events - len(ledger.completed_ids | ledger.failed_ids)
+
+
+def assert_journal_matches(ledger: Any, database_url: str, broker_url: str, log: Path,
+                           broker_crashed: bool = False) -> tuple[int, int]:
+    """Assert the journal agrees with a chaos Ledger of the wire: one row per sent request and
+    none else, each with the ledger's outcome; returns (rows, duplicates the journal counted).
+
+    Call it while the journal still runs (it waits for it to catch up). Its duplicates are the
+    audit queue's, except after a broker crash: an outcome whose publish was unconfirmed when
+    the node died may be in one queue and not the other, so then at most the audit queue's."""
+    ledger.assert_exactly_once(max_duplicates=None)
+    events = len(ledger.completed) + len(ledger.failed)
+    recorded = wait_journal_caught_up(database_url, events, 120, broker_url, log)
+    rows = journal_rows(database_url)
+    rows.assert_exactly_once(ledger.sent, ledger.completed_ids, ledger.failed_ids | ledger.dead_ids)
+    wire = wire_duplicates(ledger)
+    if broker_crashed:
+        assert rows.duplicates <= wire and recorded - len(rows.rows) == rows.duplicates
+    else:
+        assert (recorded, rows.duplicates) == (events, wire), "the journal saw other outcomes than the wire"
+    return len(rows.rows), rows.duplicates
 
 
 @contextlib.asynccontextmanager

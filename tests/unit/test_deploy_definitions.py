@@ -210,7 +210,8 @@ def test_compose_services_log_in_as_their_own_user(service: str) -> None:
     compose = _compose()
     spec = compose["services"][service]
     env = spec["environment"]
-    known = {_env_name(f.name) for f in fields(Settings)}
+    # OTEL_EXPORTER_OTLP_ENDPOINT: OpenTelemetry's standard variable (the observability profile)
+    known = {_env_name(f.name) for f in fields(Settings)} | {"OTEL_EXPORTER_OTLP_ENDPOINT"}
     assert set(env) <= known, f"{service}: unknown variables {set(env) - known}"
     assert env["CALC_DECLARE_TOPOLOGY"] == "false"
     url = re.fullmatch(r"amqp://([a-z-]+)@rabbitmq:5672/calc", env["RABBITMQ_URL"])

@@ -90,3 +90,9 @@ def test_health_live_needs_a_recent_beat_and_ready_needs_all_three() -> None:
     assert health.ready() == (False, "not database: the database is read-only")
     health.database = True
     assert health.ready() == (True, "ok")
+
+
+def test_a_forged_attempt_past_postgresql_integer_is_kept_at_its_ceiling() -> None:
+    event = calc_pb2.CalculationCompleted(event_id="e", request_event_id="r")
+    row = record.read(_incoming(event, headers={"attempt": 4_000_000_000}))
+    assert isinstance(row, record.Outcome) and row.attempts == record.ATTEMPTS_MAX
