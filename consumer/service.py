@@ -19,6 +19,7 @@ from consumer.pipeline import Fault, OnRequest, Pipeline, random_fault
 from consumer.transport import CHANNEL_ERRORS, AiormqTransport, Transport
 from messaging import backoff, topology
 from messaging.errors import ConfigurationError
+from messaging.health import Readiness
 from messaging.logs import kv
 from messaging.publisher import confirmed_channel, publisher
 from messaging.settings import Settings
@@ -39,15 +40,17 @@ class ConsumerService:
     `publisher` and `transport` default to the real ones, made in `start()` on `connection`
     (a confirmed channel that also declares the topology; aio-pika's robust consume channel);
     the tests pass fakes. `fault` and `on_request`: see consumer/pipeline.py. `tracing`: None
-    when off (docs/operations.md, "Tracing").
+    when off (docs/operations.md, "Tracing"). `readiness` is ready while every work queue is
+    subscribed, not while subscribing (again) or stopping.
     """
 
     def __init__(self, settings: Settings, connection: AbstractRobustConnection | None, *,
                  publisher: Publishing | None = None, transport: Transport | None = None,
                  fault: Fault | None = None, on_request: OnRequest | None = None,
-                 tracing: Tracing | None = None) -> None:
+                 tracing: Tracing | None = None, readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.tracing = tracing
+        self.readiness = readiness or Readiness()
         self.connection = connection
         self.publisher = publisher
         queues = tuple(topology.work_queue(kind) for kind in settings.queues)
@@ -90,9 +93,12 @@ class ConsumerService:
         self.transport.watch(self._lost)
         if self.failure is None:  # a refusal in the pass above: the service is stopping
             await self.transport.subscribe(self.pipeline.handler)
+            self.readiness.ready()
 
     def _lost(self, why: str) -> None:
         """The subscription is gone (channel reopened, or cancelled by the broker): consume again."""
+        if not self._stopping:
+            self.readiness.not_ready(f"subscribing again: {why}")
         if not self._stopping and (self._resubscribing is None or self._resubscribing.done()):
             self._resubscribing = asyncio.create_task(self._consume_again(why))
             self._resubscribing.add_done_callback(self._gave_up)
@@ -115,6 +121,7 @@ class ConsumerService:
                 if self.failure is not None:
                     return
                 await self.transport.subscribe(self.pipeline.handler)
+                self.readiness.ready()
                 log.info("consuming again", extra=kv(why=why))
                 return
             except CHANNEL_ERRORS as exc:
@@ -147,6 +154,7 @@ class ConsumerService:
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Stop taking work, let in-flight messages finish, then close the channels."""
         self._stopping = True
+        self.readiness.not_ready("stopping")
         if self._resubscribing is not None:
             self._resubscribing.cancel()
         await self.transport.unsubscribe()

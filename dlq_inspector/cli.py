@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dlq_inspector.explain import OPERATION_CHOICES, parse_reason
 from dlq_inspector.selection import Selection
+from messaging import commandline
 from messaging.arguments import OneLineParser, non_negative_int, positive_float
 
 EXIT_OK = 0
@@ -15,6 +16,9 @@ EXIT_FAILURE = 1  # the broker failed, or some messages could not be replayed
 EXIT_USAGE = 2  # bad arguments or configuration
 EXIT_NOT_EMPTY = 3  # report --fail-if-any found messages
 EXIT_NOT_FOUND = 4  # show (or replay/purge --id) did not find an event id
+
+ENVIRONMENT = (*commandline.BROKER, *commandline.TOPOLOGY, "publish_timeout", "publish_in_flight",
+               "max_message_bytes", "inspector_port", "inspector_interval")
 
 COMMANDS = ("report", "list", "show", "replay", "purge", "export", "watch", "serve")
 
@@ -67,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
 
     top = OneLineParser(prog="dlq-inspector", description=DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    commandline.conventions(top, ENVIRONMENT)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     report = sub.add_parser("report", parents=[common], help="counts by reason, operation, routing key "
@@ -108,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds between refreshes (default 5)")
 
     sub.add_parser("serve", help="long-running: logs the report every CALC_INSPECTOR_INTERVAL s and "
-                                 "serves /metrics, /report, /healthz on CALC_INSPECTOR_PORT")
+                                 "serves /metrics, /livez, /readyz, /report, /healthz on CALC_INSPECTOR_PORT")
     return top
 
 

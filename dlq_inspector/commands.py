@@ -65,7 +65,7 @@ async def _report(args: argparse.Namespace, settings: Settings) -> Report:
 
 async def report(args: argparse.Namespace, settings: Settings) -> int:
     result = await _report(args, settings)
-    print(json.dumps(result.as_json(), indent=2) if args.json else render.report_text(result))
+    print(json.dumps(result.as_json()) if args.json else render.report_text(result))
     if args.fail_if_any and result.total:
         return cli.EXIT_NOT_EMPTY
     return cli.EXIT_OK
@@ -139,7 +139,7 @@ def _outcome(result: actions.ActionResult, args: argparse.Namespace,
         selected=result.selected, done=result.done, failed=len(result.failed),
         missing=len(result.missing_ids), complete=result.complete, seconds=round(result.seconds, 3)))
     if args.json:
-        print(json.dumps({**result.as_json(), "messages": lines}, indent=2))
+        print(json.dumps({**result.as_json(), "messages": lines}))
     else:
         would = "would have been " if result.dry_run else ""
         by_reason = ", ".join(f"{r} {n}" for r, n in sorted(result.done_by_reason.items()))

@@ -1,25 +1,25 @@
-"""`serve`: rescan the DLQ every interval, log the report, and serve /metrics, /report and /healthz."""
+"""`serve`: rescan the DLQ every interval, log the report; serve /metrics, health, /report, /healthz."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from dlq_inspector import metrics
 from dlq_inspector.broker import BROKER_ERRORS, declare_topology, open_connection
 from dlq_inspector.metrics import DlqCollector
 from dlq_inspector.report import Report, scan_report
+from messaging import lifecycle
 from messaging.connection import watch
 from messaging.errors import CalcEventsError
+from messaging.health import Readiness, Route
 from messaging.logs import kv
 from messaging.metrics import expose
 from messaging.settings import Settings
@@ -51,51 +51,31 @@ class State:
         return True, "ok"
 
 
-def _handler(state: State, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/report":
-                report = state.report
-                if report is None:
-                    self._json(503, {"error": state.last_error or "no scan finished yet"})
-                else:
-                    self._json(200, report.as_json())
-            elif path == "/healthz":
-                ok, why = state.healthy()
-                self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "detail": why})
-            else:
-                self._json(404, {"error": f"no such path {path}; try /metrics, /report, /healthz"})
-
-        def _json(self, status: int, data: Any) -> None:
-            self._send(status, (json.dumps(data) + "\n").encode(), "application/json")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http request", extra=kv(client=self.client_address[0], request=format % args))
-
-    return Handler
+def _json(status: int, data: Any) -> tuple[int, bytes, str]:
+    return status, (json.dumps(data) + "\n").encode(), "application/json"
 
 
-def start_http(port: int, state: State) -> ThreadingHTTPServer:
-    """Serve on `port` (0: any free port, logged) in a daemon thread."""
+def routes(state: State) -> dict[str, Route]:
+    """/report (the last scan) and /healthz (kept for older probes: it follows the scans, so it
+    fails while the broker is away, which is why the probes now use /livez and /readyz)."""
+    def report() -> tuple[int, bytes, str]:
+        found = state.report
+        if found is None:
+            return _json(503, {"error": state.last_error or "no scan finished yet"})
+        return _json(200, found.as_json())
+
+    def healthz() -> tuple[int, bytes, str]:
+        ok, why = state.healthy()
+        return _json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "detail": why})
+
+    return {"/report": report, "/healthz": healthz}
+
+
+def registry_of(state: State) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DlqCollector(state))
     expose(metrics.REGISTRY, registry)
-    server = ThreadingHTTPServer(("", port), _handler(state, registry))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="dlq-inspector-http", daemon=True).start()
-    log.info("http listening", extra=kv(port=server.server_address[1],
-                                        paths="/metrics,/report,/healthz"))
-    return server
+    return registry
 
 
 class _Refresher:
@@ -105,6 +85,13 @@ class _Refresher:
         self.settings = settings
         self.state = state
         self.connection: AbstractConnection | None = None
+
+    def ready(self) -> str | None:
+        """/readyz: connected, and the last scan succeeded (and is recent); else why not."""
+        if self.connection is None or self.connection.is_closed:
+            return self.state.last_error or "not connected to the broker"
+        ok, why = self.state.healthy()
+        return None if ok else why
 
     async def refresh(self) -> None:
         settings, state = self.settings, self.state
@@ -146,23 +133,25 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     A stop in the middle of a scan cancels it: closing its channels hands every message back.
     """
     state = State(interval=settings.inspector_interval)
-    server = start_http(settings.inspector_port, state)
     refresher = _Refresher(settings, state)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            refresh = asyncio.ensure_future(refresher.refresh())
-            await asyncio.wait({refresh, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not refresh.done():
-                refresh.cancel()
-                await asyncio.gather(refresh, return_exceptions=True)
-                break
-            refresh.result()
-            await asyncio.wait({stopped}, timeout=settings.inspector_interval)
-        log.info("stopping", extra=kv(scans=state.scans))
-    finally:
-        stopped.cancel()
-        server.shutdown()
-        server.server_close()
-        await refresher.close()
+    readiness = Readiness("no scan finished yet")
+    readiness.ready()  # the refresher's own state decides, through require()
+    readiness.require(refresher.ready)
+    async with lifecycle.health(settings.inspector_port, readiness, variable="CALC_INSPECTOR_PORT",
+                                registry=registry_of(state), routes=routes(state)):
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                refresh = asyncio.ensure_future(refresher.refresh())
+                await asyncio.wait({refresh, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not refresh.done():
+                    refresh.cancel()
+                    await asyncio.gather(refresh, return_exceptions=True)
+                    break
+                refresh.result()
+                await asyncio.wait({stopped}, timeout=settings.inspector_interval)
+            log.info("stopping", extra=kv(scans=state.scans))
+        finally:
+            stopped.cancel()
+            await refresher.close()
     return 0

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from journal.commands import EXIT_PENDING
-from messaging import lifecycle
+from messaging import commandline, lifecycle
 
 DESCRIPTION = f"""\
 Record every request's outcome once in PostgreSQL, and answer what became of a request.
@@ -17,9 +17,14 @@ exit codes: {lifecycle.EXIT_OK} ok, {lifecycle.EXIT_FAILURE} the database or the
 {EXIT_PENDING} get: no outcome recorded for the id (pending, or never sent)."""
 
 
+ENVIRONMENT = (*commandline.BROKER, *commandline.TOPOLOGY, "publish_timeout", "database_url",
+               "database_password_file", "journal_batch", "journal_port")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="calc-journal", description=DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commandline.conventions(top, ENVIRONMENT)
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="the service: consume calc.results.journal, record, serve "
                                       "/results/ID, /metrics, /livez, /readyz on CALC_JOURNAL_PORT")

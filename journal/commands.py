@@ -46,8 +46,7 @@ async def serve(settings: Settings, traces: Tracing | None = None) -> int:
                 beating.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beating
-                server.shutdown()
-                server.server_close()
+                server.close()
         finally:
             await connection.close()
     finally:

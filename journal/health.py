@@ -1,4 +1,8 @@
-"""What /livez and /readyz answer: written by the event loop, read by the HTTP threads."""
+"""What the journal's /livez and /readyz answer: written by the event loop, read by HTTP threads.
+
+Served by messaging.health's HealthServer like every service's; the flags are the journal's own
+(the database, besides the broker and the subscription), read through `alive()` and `state()`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from journal import metrics
+from messaging.health import BEAT_S, STALE_S
 from messaging.logs import kv
+
+__all__ = ["BEAT_S", "PROBE_S", "STALE_S", "Health", "heartbeat"]
 
 log = logging.getLogger(__name__)
 
-BEAT_S = 1.0
 PROBE_S = 5.0
 """While no batch was written for this long, a ping says whether the database is still there."""
-STALE_S = 10.0
-"""/livez fails when the event loop has not beaten for this long (it is stuck, not slow)."""
 
 
 @dataclass
@@ -43,6 +47,14 @@ class Health:
             detail = "not " + ", ".join(missing)
             return False, f"{detail}: {self.error}" if self.error and not self.database else detail
         return True, "ok"
+
+    def alive(self) -> tuple[bool, str]:
+        """/livez (messaging.health.Liveness)."""
+        return self.live()
+
+    def state(self) -> tuple[bool, str]:
+        """/readyz (messaging.health.ReadinessState)."""
+        return self.ready()
 
 
 async def heartbeat(health: Health, broker_up: Callable[[], bool]) -> None:

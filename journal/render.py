@@ -83,4 +83,4 @@ def stats_text(stats: Mapping[str, Any]) -> str:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(jsonable(data), indent=2)
+    return json.dumps(jsonable(data))  # one line: the --json convention (docs/operations.md)

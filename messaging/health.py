@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import unquote
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -30,6 +31,20 @@ STALE_S = 10.0
 
 Route = Callable[[], tuple[int, bytes, str]]
 """A path's answer: status, body, content type."""
+Lookup = Callable[[str], tuple[int, bytes, str]]
+"""The answer for the rest of a path under a prefix (`/results/ID`: ID, URL-decoded)."""
+
+
+class Liveness(Protocol):
+    """What /livez reads: `Heartbeat`, or a service's own beat (the journal's)."""
+
+    def alive(self) -> tuple[bool, str]: ...
+
+
+class ReadinessState(Protocol):
+    """What /readyz reads: `Readiness`, or a service's own flags (the journal's)."""
+
+    def state(self) -> tuple[bool, str]: ...
 
 
 class Heartbeat:
@@ -65,11 +80,23 @@ class Heartbeat:
         return True, f"event loop beat {silent:.1f}s ago"
 
 
+Check = Callable[[], "str | None"]
+"""A condition of readiness read at each probe: None when it holds, else why not."""
+
+
 class Readiness:
-    """Whether the service should get traffic now, and why not; set from the event loop."""
+    """Whether the service should get traffic now, and why not; set from the event loop.
+
+    `require(check)` adds a condition read at each probe (the broker connection's state), so a
+    loss shows at once without the service having to notice it first.
+    """
 
     def __init__(self, why_not: str = "starting") -> None:
         self._why_not: str | None = why_not
+        self._checks: list[Check] = []
+
+    def require(self, check: Check) -> None:
+        self._checks.append(check)
 
     def ready(self) -> None:
         self._why_not = None
@@ -79,9 +106,13 @@ class Readiness:
 
     @property
     def is_ready(self) -> bool:
-        return self._why_not is None
+        return self.state()[0]
 
     def state(self) -> tuple[bool, str]:
+        for check in self._checks:
+            failing = check()
+            if failing is not None:
+                return False, failing
         why = self._why_not
         return (True, "ready") if why is None else (False, why)
 
@@ -98,16 +129,20 @@ def _probe(check: Callable[[], tuple[bool, str]]) -> Route:
 
 
 class HealthServer:
-    """Serves /metrics, /livez, /readyz (and any extra routes) on `port` in a daemon thread."""
+    """Serves /metrics, /livez, /readyz (and any extra routes) on `port` in a daemon thread.
 
-    def __init__(self, port: int, heartbeat: Heartbeat, readiness: Readiness, *,
+    `prefixes` answer every path under them (`{"/results/": find}` serves `/results/<id>`).
+    """
+
+    def __init__(self, port: int, heartbeat: Liveness, readiness: ReadinessState, *,
                  registry: CollectorRegistry = REGISTRY, routes: Mapping[str, Route] | None = None,
-                 host: str = "") -> None:
+                 prefixes: Mapping[str, Lookup] | None = None, host: str = "") -> None:
         self.heartbeat = heartbeat
         self.readiness = readiness
         self._registry = registry
         self._routes: dict[str, Route] = {
             "/livez": _probe(heartbeat.alive), "/readyz": _probe(readiness.state), **(routes or {})}
+        self._prefixes = dict(prefixes or {})
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._serving = False
@@ -120,7 +155,16 @@ class HealthServer:
         self._serving = True
         threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
         log.info("http listening", extra={"calc_fields": {
-            "port": self.port, "paths": ",".join(["/metrics", *self._routes])}})
+            "port": self.port, "paths": ",".join(["/metrics", *self._routes, *self._paths_under()])}})
+
+    def _paths_under(self) -> list[str]:
+        return [f"{prefix}ID" for prefix in self._prefixes]
+
+    def _under(self, path: str) -> tuple[int, bytes, str] | None:
+        for prefix, lookup in self._prefixes.items():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return lookup(unquote(path[len(prefix):]))
+        return None
 
     def close(self) -> None:
         if self._serving:  # shutdown() waits for serve_forever, forever if it never started
@@ -143,8 +187,9 @@ class HealthServer:
                 elif route is not None:
                     status, body, content_type = route()
                 else:
-                    status, body, content_type = _json(404, {
-                        "error": f"no such path {path}; try /metrics, {', '.join(outer._routes)}"})
+                    status, body, content_type = outer._under(path) or _json(404, {
+                        "error": f"no such path {path}; try /metrics, "
+                                 f"{', '.join([*outer._routes, *outer._paths_under()])}"})
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))

@@ -1,17 +1,19 @@
-"""Process lifecycle shared by the services: signals, metrics endpoint and exit codes."""
+"""Process lifecycle shared by the services: signals, the health endpoint and exit codes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from prometheus_client import start_http_server
+from aio_pika.abc import AbstractConnection
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from messaging.errors import CalcEventsError, ConfigurationError
-from messaging.settings import Settings
+from messaging.health import Check, HealthServer, Heartbeat, Readiness, Route
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +31,38 @@ def shutdown_event() -> asyncio.Event:
     return event
 
 
-def serve_metrics(settings: Settings) -> None:
-    """Serve /metrics on CALC_METRICS_PORT (0: not at all); ConfigurationError if the port is taken."""
-    if settings.metrics_port:
-        try:
-            start_http_server(settings.metrics_port)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot serve /metrics on port {settings.metrics_port} "
-                                     f"(CALC_METRICS_PORT): {exc.strerror or exc}") from None
-        log.info("metrics on /metrics", extra={"calc_fields": {"port": settings.metrics_port}})
+def connected(connection: AbstractConnection) -> Check:
+    """A readiness check: the connection is up (a robust one clears `connected` while it reconnects)."""
+    def check() -> str | None:
+        return None if connection.connected.is_set() else "broker connection lost; reconnecting"
+    return check
+
+
+@contextlib.asynccontextmanager
+async def health(port: int | None, readiness: Readiness, *, variable: str = "CALC_METRICS_PORT",
+                 registry: CollectorRegistry = REGISTRY, routes: Mapping[str, Route] | None = None,
+                 heartbeat: Heartbeat | None = None) -> AsyncIterator[HealthServer | None]:
+    """/metrics, /livez and /readyz on `port` while the block runs (0: any free port; None: none).
+
+    The heartbeat runs on this event loop, so /livez fails when the loop is stuck. A port that
+    cannot be served is a ConfigurationError naming `variable` (exit 2).
+    """
+    if port is None:
+        yield None
+        return
+    beat = heartbeat or Heartbeat()
+    try:
+        server = HealthServer(port, beat, readiness, registry=registry, routes=routes)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve /metrics on port {port} ({variable}): "
+                                 f"{exc.strerror or exc}") from None
+    beat.start()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+        await beat.stop()
 
 
 def run(main: Callable[[], Awaitable[int]]) -> int:

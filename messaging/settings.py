@@ -85,6 +85,8 @@ class Settings:
     """CALC_DECLARE_TOPOLOGY: declare the topology at start (false: only check it exists)."""
     test_crash_source: str = ""
     """CALC_TEST_CRASH_SOURCE: test-only; a request whose `source` equals it kills the consumer."""
+    test_block_source: str = ""
+    """CALC_TEST_BLOCK_SOURCE: test-only; a request whose `source` equals it blocks the consumer 20 s."""
     log_level: str = "INFO"
     """CALC_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR (any case)."""
     log_format: str = "text"
@@ -140,6 +142,7 @@ class Settings:
         _check_text("rabbitmq_ca_file", self.rabbitmq_ca_file, PATH_MAX, empty=True)
         _check_text("instance_id", self.instance_id, NAME_MAX)
         _check_text("test_crash_source", self.test_crash_source, NAME_MAX, empty=True)
+        _check_text("test_block_source", self.test_block_source, NAME_MAX, empty=True)
         for name in ("interval", "publish_timeout", "connect_timeout", "inspector_interval"):
             _check_number(name, getattr(self, name), 0.0, math.inf, above=True)
         for name in ("failure_share", "fault_rate"):

@@ -20,6 +20,7 @@ from messaging.logs import kv
 from messaging.metrics import labelled
 from messaging.publisher import confirmed_channel, publish, publish_until_confirmed
 from messaging.settings import Settings
+from producer.answer import Answer, Answers
 from producer.generator import Spec, random_spec
 from producer.metrics import CONFIRMED, PUBLISHED, RETRIED
 
@@ -84,6 +85,23 @@ class Producer:
                 event_id=request.event_id, correlation_id=message.correlation_id, routing_key=key,
                 operands=list(request.operands), attempts=attempts))
         return request.event_id
+
+    async def ask(self, spec: Spec, correlation_id: str | None, timeout: float) -> tuple[str, Answer | None]:
+        """`send --wait`: publish one request, then wait up to `timeout` s for its outcome.
+
+        Returns the event_id and the Answer, or None when none came in time. The reply queue is
+        bound before the publish, so even an outcome faster than the confirm is not missed.
+        """
+        answers = Answers(self.connection, spec.operation.word)
+        await answers.open()
+        try:
+            event_id = await self.send(spec, correlation_id)
+            try:
+                return event_id, await answers.wait(event_id, correlation_id or event_id, timeout)
+            except TimeoutError:
+                return event_id, None
+        finally:
+            await answers.close()
 
     async def _publish(self, channel: AbstractChannel, message: codec.Outgoing, key: str, word: str) -> int:
         """Publish until confirmed; returns the attempts it took.

@@ -34,12 +34,19 @@ K8S_CONFIGMAP_NAME = "calc-rabbitmq-definitions"
 VHOST = "calc"
 NOTHING = "^$"
 EVERYTHING = ".*"
+REPLY_QUEUES = r"^amq\.gen-.*$"
+"""The names the broker gives a queue declared without one (send --wait's reply queue)."""
 
 
 def _only(*names: str) -> str:
     """A permission regex matching exactly these resource names."""
     escaped = sorted(re.escape(name) for name in names)
     return f"^{escaped[0]}$" if len(escaped) == 1 else "^(" + "|".join(escaped) + ")$"
+
+
+def _and_replies(name: str) -> str:
+    """`name`, or a reply queue of send --wait."""
+    return f"^({re.escape(name)}|{REPLY_QUEUES[1:-1]})$"
 
 
 def _retry_exchanges() -> str:
@@ -64,9 +71,12 @@ def users() -> list[dict[str, Any]]:
         # The management UI and operators: everything in the vhost.
         {"name": "calc-admin", "password_env": "CALC_ADMIN_PASSWORD", "tags": ["administrator"],
          "configure": EVERYTHING, "write": EVERYTHING, "read": EVERYTHING},
-        # Publishes requests, nothing else: not even the results it could read.
+        # Publishes requests. `send --wait` declares a server-named exclusive queue (amq.gen-*,
+        # configure), binds it to calc.results (write on the queue, read on the exchange) and
+        # consumes it (read): it cannot publish results, nor read any queue but its own.
         {"name": "calc-producer", "password_env": "CALC_PRODUCER_PASSWORD", "tags": [],
-         "configure": NOTHING, "write": _only(topology.REQUESTS_EXCHANGE), "read": NOTHING},
+         "configure": REPLY_QUEUES, "write": _and_replies(topology.REQUESTS_EXCHANGE),
+         "read": _and_replies(topology.RESULTS_EXCHANGE)},
         # Consumes its work queues; publishes outcomes, delayed retries and (forged x-death) dead letters.
         {"name": "calc-consumer", "password_env": "CALC_CONSUMER_PASSWORD", "tags": [],
          "configure": NOTHING, "write": consumer_write, "read": _only(*work_queues)},

@@ -150,3 +150,25 @@ def test_a_service_user_declaring_the_topology_gets_a_clear_error(
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "ACCESS_REFUSED" in done.stderr and "CALC_DECLARE_TOPOLOGY=false" in done.stderr, done.stderr
     assert user.password not in done.stdout + done.stderr
+
+
+def test_send_wait_works_as_the_producer_user_which_reads_no_other_queue(
+        deployed: tuple[PrivateNode, dict[str, User]], tmp_path: Path) -> None:
+    """The producer's reply queue (amq.gen-*, bound to calc.results) is all it may read."""
+    _, users = deployed
+    producer = users["calc-producer"]
+    passive = {"CALC_DECLARE_TOPOLOGY": "false"}
+    assert refused(producer, lambda ch: ch.basic_get(topology.AUDIT_QUEUE)), "the producer may read results"
+    assert refused(producer, lambda ch: ch.queue_declare("calc.mine", exclusive=True))
+    assert refused(producer, lambda ch: ch.queue_bind("amq.gen-none", topology.DEAD_LETTER_EXCHANGE, "#"))
+    with services() as started:
+        consumer = Service(["calc-consumer"], service_env(users["calc-consumer"].url, **passive),
+                           tmp_path / "consumer.log")
+        started.append(consumer)
+        consumer.wait_line("consuming queue=calc.work.heavy")
+        waited = subprocess.run([str(BIN / "calc-producer"), "send", "divide", "1", "0", "--wait", "--json"],
+                                env=service_env(producer.url, **passive), capture_output=True, text=True,
+                                timeout=90, check=False)
+        assert waited.returncode == 5, waited.stderr[-3000:]
+        assert json.loads(waited.stdout)["reason"] == "DIVISION_BY_ZERO"
+        assert consumer.terminate() == 0

@@ -46,7 +46,7 @@ async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Pa
     env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
     consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
     try:
-        wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
+        wait_for_line(tmp_path / "consumer.log", "http listening")
         bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "300", "--seed", "3",
                                "--failure-share", "0.2"], env={**env, "CALC_METRICS_PORT": "0"},
                               capture_output=True, text=True, timeout=120, check=False)
@@ -78,7 +78,7 @@ async def test_the_dlq_gauges_add_up_to_what_the_consumer_dead_lettered(vhost_ur
     env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
     consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
     try:
-        wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
+        wait_for_line(tmp_path / "consumer.log", "http listening")
         bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "200", "--seed", "11",
                                "--failure-share", "0.3"], env={**env, "CALC_METRICS_PORT": "0"},
                               capture_output=True, text=True, timeout=120, check=False)
@@ -122,7 +122,7 @@ async def test_a_running_bulk_serves_its_metrics(vhost_url: str, tmp_path: Path)
     bulk = start_process(["calc-producer", "bulk", "--count", str(count), "--rate", "500", "--seed", "5",
                           "--json"], env, tmp_path / "bulk.log")
     try:
-        wait_for_line(tmp_path / "bulk.log", "metrics on /metrics")
+        wait_for_line(tmp_path / "bulk.log", "http listening")
         during = _scrape(port)
         while _total(during, "calc_producer_confirmed_total") == 0:  # the first confirms
             during = _scrape(port)

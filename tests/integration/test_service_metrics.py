@@ -32,7 +32,7 @@ async def test_a_consumer_serves_build_info_connected_and_a_confirm_timing_per_o
     env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
     consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
     try:
-        wait_for_line(tmp_path / "consumer.log", "metrics on /metrics")
+        wait_for_line(tmp_path / "consumer.log", "http listening")
         bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "200", "--seed", "5",
                                "--failure-share", "0.2"], env={**env, "CALC_METRICS_PORT": "0"},
                               capture_output=True, text=True, timeout=120, check=False)

@@ -103,13 +103,18 @@ def test_only_the_admin_may_configure() -> None:
         assert not any(_may(perms["configure"], name) for name in everything), user
 
 
-def test_producer_may_only_publish_requests() -> None:
+def test_producer_may_only_publish_requests_and_read_its_own_reply_queue() -> None:
     perms = _permissions()["calc-producer"]
     built = topology.build(Settings(max_attempts=8))
     names = [ex.name for ex in built.exchanges] + [q.name for q in built.queues] + ["amq.default"]
     assert [n for n in names if _may(perms["write"], n)] == [topology.REQUESTS_EXCHANGE]
-    assert not any(_may(perms["read"], n) for n in names)
-    assert not _may(perms["write"], "calc.requests.extra")
+    # send --wait: bind a server-named queue to calc.results (read on the exchange), consume it
+    assert [n for n in names if _may(perms["read"], n)] == [topology.RESULTS_EXCHANGE]
+    assert not any(_may(perms["configure"], n) for n in names)
+    reply = "amq.gen-JzTY20BRgKO-HjmUJj0wLg"
+    assert all(_may(perms[kind], reply) for kind in ("configure", "write", "read"))
+    for name in ("calc.requests.extra", "calc.results.audit", "amq.gen", "x.amq.gen-1"):
+        assert not _may(perms["write"], name) and not _may(perms["read"], name), name
 
 
 def test_consumer_reads_work_queues_and_publishes_results_every_retry_tier_and_dead_letters() -> None:

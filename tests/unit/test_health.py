@@ -72,3 +72,35 @@ def test_a_port_in_use_is_an_os_error() -> None:
             HealthServer(first.port, Heartbeat(), Readiness(), host="127.0.0.1")
     finally:
         first.close()
+
+
+class _Flags:
+    """A service's own liveness and readiness (the journal's shape): the protocols, no Heartbeat."""
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    def state(self) -> tuple[bool, str]:
+        return False, "not database"
+
+
+async def test_prefix_routes_get_the_rest_of_the_path_and_any_liveness_object_serves() -> None:
+    seen: list[str] = []
+
+    def lookup(key: str) -> tuple[int, bytes, str]:
+        seen.append(key)
+        return 200, f'{{"id": "{key}"}}'.encode(), "application/json"
+
+    flags = _Flags()
+    server = HealthServer(0, flags, flags, prefixes={"/results/": lookup}, host="127.0.0.1")
+    server.start()
+    try:
+        assert await _in_thread(server.port, "/results/a%20b?x=1") == (200, {"id": "a b"})
+        assert (await _in_thread(server.port, "/livez"))[0] == 200
+        ready = await _in_thread(server.port, "/readyz")
+        assert ready == (503, {"status": "failing", "detail": "not database"})
+        status, body = await _in_thread(server.port, "/results/")
+        assert status == 404 and "/results/ID" in str(body)
+    finally:
+        server.close()
+    assert seen == ["a b"]
