@@ -28,7 +28,6 @@ from tests.chaos.harness import (
     wait_settled,
     wait_until,
 )
-from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import NodeFactory
 
 PRELOADED = 30_000
@@ -54,13 +53,11 @@ def _wait_stable(count: Callable[[], int], quiet: float, timeout: float) -> None
 
 
 async def test_a_frozen_broker_times_publishes_out_the_consumer_hands_deliveries_back_and_nothing_is_lost(
-        private_node: NodeFactory, database_url: str, tmp_path: Path,
-        reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_PUBLISH_TIMEOUT=str(TIMEOUT))
     ids = tmp_path / "ids.txt"
     with services() as started:
-        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         consumer = consumer_behind_a_backlog(started, env, PRELOADED, ids, 81, tmp_path)
         wait_until(lambda: consumer.text().count(" completed ") >= 1_000, 60, "the consumer to be busy")
         audit = queue_stats(node)[topology.AUDIT_QUEUE].ready
@@ -82,14 +79,11 @@ async def test_a_frozen_broker_times_publishes_out_the_consumer_hands_deliveries
         wait_settled(node)
         assert consumer.running(), "the consumer died"
         assert consumer.terminate() == 0
-        sent = read_ids(ids)
-        ledger = await Ledger.collect(node.url, sent)
-        # the late publishes reach the journal's queue as they reach the audit queue
-        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, node.url,
-                                                                   journal.log)
     requeued = len(_REQUEUED.findall(consumer.text()))
     assert requeued <= WINDOW, "more deliveries handed back than the consumer may hold"
+    sent = read_ids(ids)
     assert len(sent) == PRELOADED
+    ledger = await Ledger.collect(node.url, sent)
     # Every publish that timed out was waiting in the socket, not lost, and arrived after the
     # thaw. A handed-back delivery so comes back three times (its late result, its retry copy, its
     # redelivery): at most 2 extra outcomes for a request that completes, 3 for a failing one
@@ -102,5 +96,4 @@ async def test_a_frozen_broker_times_publishes_out_the_consumer_hands_deliveries
         f"frozen {thawed_at - frozen_at:.1f} s while the consumer worked through {PRELOADED:,} queued "
         f"requests; {requeued} deliveries handed back after their result and retry publishes timed out "
         f"({TIMEOUT:.0f} s each); every duplicate comes from a publish that waited in the socket and "
-        f"arrived after the thaw; recovery from the thaw; journal: one row per request, "
-        f"{journal_duplicates} duplicates counted in its rows", journal_count))
+        f"arrived after the thaw; recovery from the thaw"))
