@@ -32,6 +32,13 @@ class Row:
     recover_s: float | None
     """Seconds from the failure until results (and confirms, where a producer ran) flowed again."""
     notes: str = ""
+    journal_rows: int | None = None
+    """Rows the journal holds for the `sent` requests (one each, asserted), where it ran."""
+
+
+def _row(row: Row) -> dict[str, object]:
+    """A row for the JSON: without journal_rows where the journal did not run (no empty column)."""
+    return {k: v for k, v in asdict(row).items() if not (k == "journal_rows" and v is None)}
 
 
 _ROWS = pytest.StashKey[list[Row]]()
@@ -63,7 +70,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "broker": (f"containers of {os.environ.get('CALC_TEST_RABBITMQ_IMAGE', 'rabbitmq:4.0-management')}"
                    if containers else "private rabbitmq-server nodes"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
-        "rows": [asdict(r) for r in rows],
+        "rows": [_row(r) for r in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     table = doc_tables.reliability(document)

@@ -25,6 +25,7 @@ from tests.chaos.harness import (
     wait_settled,
     wait_until,
 )
+from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import NodeFactory
 
 COUNT = 20_000
@@ -33,11 +34,13 @@ KILL_AFTER = 6_000
 
 
 async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(
-        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_PREFETCH="500")
     ids_file = tmp_path / "ids.txt"
     with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
         started.append(consumer)
         consumer.wait_line("consuming queue=calc.work.heavy")
@@ -76,10 +79,13 @@ async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(
         wait_settled(node)
         assert consumer.running(), "the consumer died"
         assert consumer.terminate() == 0
+        sent = read_ids(ids_file)
+        ledger = await Ledger.collect(node.url, sent)
+        # an outcome unconfirmed when the node died may be in the audit queue and not the journal's
+        journal_count, journal_duplicates = assert_journal_matches(
+            ledger, database_url, node.url, journal.log, broker_crashed=True)
     summary = bulk_summary(producer.log)
-    sent = read_ids(ids_file)
     assert summary["confirmed"] == len(sent) == COUNT
-    ledger = await Ledger.collect(node.url, sent)
     # A request whose confirm died with the broker is published again under the same event_id,
     # and results confirmed but not acked before the crash are redelivered: each may add one
     # outcome. Bounded by the window that can be in flight at the crash: the producer's
@@ -93,4 +99,5 @@ async def test_broker_killed_and_restarted_mid_bulk_loses_nothing(
         recover,
         f"node ready {ready_at - killed_at:.1f} s after the kill; results again after "
         f"{seconds(results_after)} s, confirms after {seconds(confirms_after)} s; "
-        f"killed at {KILL_AFTER:,} confirmed"))
+        f"killed at {KILL_AFTER:,} confirmed; journal: one row per request, "
+        f"{journal_duplicates} duplicates counted in its rows", journal_count))

@@ -28,6 +28,7 @@ from tests.chaos.harness import (
     wait_until,
 )
 from tests.integration.pipeline import declare, settings_for
+from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import ClusterFactory, PrivateNode
 
 COUNT = 20_000
@@ -51,7 +52,8 @@ async def lead_work_queues_from(victim: PrivateNode, home: PrivateNode, audit: i
 
 
 async def test_killing_the_work_queue_leader_loses_nothing_confirmed(
-        private_cluster: ClusterFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_cluster: ClusterFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     nodes = private_cluster(3)
     # The services use one node that survives: aio-pika's connect_robust takes a single URL.
     # Classic queues (calc.dlq, calc.results.audit) live on the node that declared them, so the
@@ -68,6 +70,8 @@ async def test_killing_the_work_queue_leader_loses_nothing_confirmed(
     env = chaos_env(home.url, CALC_PREFETCH="500")
     ids_file = tmp_path / "ids.txt"
     with services() as started:
+        # its queue declared through `home` (the survivor), which so leads it
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         consumer = Service(["calc-consumer"], env, tmp_path / "consumer.log")
         started.append(consumer)
         consumer.wait_line("consuming queue=calc.work.heavy")
@@ -88,9 +92,11 @@ async def test_killing_the_work_queue_leader_loses_nothing_confirmed(
         assert leader_name not in new_leaders.values()
         wait_settled(home)
         assert consumer.terminate() == 0
-    sent = read_ids(ids_file)
+        sent = read_ids(ids_file)
+        ledger = await Ledger.collect(home.url, sent)
+        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, home.url,
+                                                                   journal.log)
     assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
-    ledger = await Ledger.collect(home.url, sent)
     # Republished requests (confirm timed out during the election) and results redone after a
     # lost ack each add an outcome; bounded by the publishes and deliveries in flight.
     ledger.assert_exactly_once(max_duplicates=256 + 2 * 500)
@@ -100,4 +106,5 @@ async def test_killing_the_work_queue_leader_loses_nothing_confirmed(
         recover,
         f"killed {leader.name} leading {', '.join(led)} at {KILL_AFTER:,} confirmed; services "
         f"on a surviving node; results again after {seconds(results_after)} s, confirms after "
-        f"{seconds(confirms_after)} s"))
+        f"{seconds(confirms_after)} s; journal: one row per request, {journal_duplicates} "
+        "duplicates counted in its rows", journal_count))

@@ -22,6 +22,7 @@ from tests.chaos.harness import (
     wait_settled,
     wait_until,
 )
+from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import NodeFactory
 
 COUNT = 30_000  # about 18,000 basic ones: the consumer takes ~3,000/s, the window check needs seconds
@@ -30,11 +31,13 @@ BASIC = topology.work_queue("basic")
 
 
 async def test_consumer_killed_with_500_unacked_redelivers_them(
-        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_PREFETCH=str(PREFETCH))
     ids_file = tmp_path / "ids.txt"
     with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         # A backlog first, so the consumer's prefetch window is always full while it works.
         producer = Service(bulk_args(COUNT, ids_file, seed=22), env, tmp_path / "producer.log")
         started.append(producer)
@@ -67,9 +70,11 @@ async def test_consumer_killed_with_500_unacked_redelivers_them(
         recover = probe.results_resumed(killed_at)
         wait_settled(node)
         assert second.terminate() == 0
-    sent = read_ids(ids_file)
+        sent = read_ids(ids_file)
+        ledger = await Ledger.collect(node.url, sent)
+        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, node.url,
+                                                                   journal.log)
     assert bulk_summary(producer.log)["confirmed"] == len(sent) == COUNT
-    ledger = await Ledger.collect(node.url, sent)
     ledger.assert_exactly_once(max_duplicates=in_flight)
     # A duplicate is a request consumer-a published an outcome for but died before acking:
     # consumer-b redid it. Both outcomes name the same request and differ only in who made them.
@@ -85,4 +90,5 @@ async def test_consumer_killed_with_500_unacked_redelivers_them(
         "consumer SIGKILL with a full prefetch window", COUNT, len(ledger.lost), ledger.duplicates, recover,
         f"{in_flight} unacked at the kill (prefetch {PREFETCH}); every duplicate is one outcome from the "
         "killed consumer and one from its replacement, same request_event_id; recovery includes "
-        "starting the replacement"))
+        f"starting the replacement; journal: one row per request, the {journal_duplicates} "
+        "duplicates counted in its rows", journal_count))

@@ -19,6 +19,7 @@ from tests.chaos.harness import (
     wait_settled,
 )
 from tests.integration.pipeline import BIN
+from tests.support.journal import assert_journal_matches, start_journal, unanswered_ids
 from tests.support.private_node import NodeFactory
 
 POISON_SOURCE = "crash-me"
@@ -32,10 +33,12 @@ SURVIVAL = 6.0
 
 
 async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
-        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_DELIVERY_LIMIT=str(DELIVERY_LIMIT), CALC_PREFETCH=str(PREFETCH))
     with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         before = Service(bulk_args(EACH_SIDE, tmp_path / "before.txt", seed=51), env, tmp_path / "before.log")
         started.append(before)
         assert before.wait(120) == 0, before.text()[-2000:]
@@ -68,10 +71,14 @@ async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
         recover = time.monotonic() - began
         wait_settled(node)
         assert consumer.terminate() == 0
-    # the inspector reads the DLQ before the ledger drains it; its verdict is checked last
-    reported = inspector_reasons(env)
-    sent = read_ids(tmp_path / "before.txt") + read_ids(tmp_path / "after.txt")
-    ledger = await Ledger.collect(node.url, [*sent, poison_id])
+        # the inspector reads the DLQ before the ledger drains it; its verdict is checked last
+        reported = inspector_reasons(env)
+        sent = read_ids(tmp_path / "before.txt") + read_ids(tmp_path / "after.txt")
+        ledger = await Ledger.collect(node.url, [*sent, poison_id])
+        # a row for every request but the poison one, which has no outcome, so no row
+        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, node.url,
+                                                                   journal.log)
+        assert unanswered_ids(ledger) == {poison_id}
     # Requests delivered together with the poison one die with it each time; none may be
     # dead-lettered for that.
     collateral = sorted(i for i, r in ledger.dead if i != poison_id and "delivery_limit" in r)
@@ -91,7 +98,8 @@ async def test_poison_request_reaches_the_dlq_through_the_delivery_limit(
         ledger.duplicates, recover,
         f"{crashes} crashes, then dead-lettered with reason delivery_limit (CALC_DELIVERY_LIMIT="
         f"{DELIVERY_LIMIT}; x-death and dlq-inspector report --json agree); recovery = first crash "
-        "to a consumer that stays up"))
+        f"to a consumer that stays up; journal: one row per request but the poison one (no "
+        f"outcome), {journal_duplicates} duplicates counted in its rows", journal_count))
 
 
 def inspector_reasons(env: dict[str, str]) -> dict[str, int]:

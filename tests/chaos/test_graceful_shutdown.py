@@ -21,6 +21,7 @@ from tests.chaos.harness import (
     wait_settled,
     wait_until,
 )
+from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import NodeFactory
 
 COUNT = 20_000
@@ -29,11 +30,13 @@ STOP_PRODUCER_AT = 8_000
 
 
 async def test_sigterm_during_a_bulk_loses_nothing_and_leaves_nothing_unacked(
-        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_PREFETCH="500")
     ids_file = tmp_path / "ids.txt"
     with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         first = Service(["calc-consumer"], {**env, "CALC_INSTANCE_ID": "consumer-a"},
                         tmp_path / "consumer-a.log")
         started.append(first)
@@ -60,6 +63,10 @@ async def test_sigterm_during_a_bulk_loses_nothing_and_leaves_nothing_unacked(
             producer_status = producer.terminate(60)
         wait_settled(node)
         assert second.terminate() == 0
+        sent = read_ids(ids_file)
+        ledger = await Ledger.collect(node.url, sent)
+        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, node.url,
+                                                                   journal.log)
     assert producer_status == 0, "SIGTERM stops a bulk like a service: exit 0"
     assert '"stopped_by_signal": true' in producer.text()
     log = first.text()
@@ -68,10 +75,8 @@ async def test_sigterm_during_a_bulk_loses_nothing_and_leaves_nothing_unacked(
     in_flight = int(re.search(r"shutting down in_flight=(\d+)", log).group(1))  # type: ignore[union-attr]
     # The bulk stops starting requests, waits for the confirms of those in flight, and reports them.
     summary = bulk_summary(producer.log)
-    sent = read_ids(ids_file)
     assert summary["confirmed"] == len(sent)
     assert STOP_PRODUCER_AT <= len(sent) < COUNT
-    ledger = await Ledger.collect(node.url, sent)
     # Not one duplicate: consumer-a settled everything it took before it exited, so consumer-b
     # redid nothing; and no outcome exists for a request the producer did not report confirmed.
     ledger.assert_exactly_once(max_duplicates=0)
@@ -80,4 +85,5 @@ async def test_sigterm_during_a_bulk_loses_nothing_and_leaves_nothing_unacked(
         recover,
         f"consumer exited 0 in {stop_seconds:.1f} s finishing {in_flight} in flight, nothing unacked; "
         f"bulk stopped at {len(sent):,} of {COUNT:,}, all reported ids confirmed (exit {producer_status}); "
-        "recovery includes starting the replacement"))
+        f"recovery includes starting the replacement; journal: one row per request, "
+        f"{journal_duplicates} duplicates", journal_count))

@@ -31,6 +31,7 @@ from tests.chaos.harness import (
     services,
     wait_settled,
 )
+from tests.support.journal import assert_journal_matches, start_journal
 from tests.support.private_node import NodeFactory
 
 PRELOADED = 30_000
@@ -66,11 +67,13 @@ def _steady_ready(node: Any, queue: str, timeout: float = 60.0) -> int:
 
 
 async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_duplicated(
-        private_node: NodeFactory, tmp_path: Path, reliability: Callable[[Row], None]) -> None:
+        private_node: NodeFactory, database_url: str, tmp_path: Path,
+        reliability: Callable[[Row], None]) -> None:
     node = private_node()
     env = chaos_env(node.url, CALC_PUBLISH_TIMEOUT=str(TIMEOUT))
     before_ids, during_ids = tmp_path / "before.txt", tmp_path / "during.txt"
     with services() as started:
+        journal = start_journal(started, env, database_url, tmp_path / "journal.log")
         consumer = consumer_behind_a_backlog(started, env, PRELOADED, before_ids, 71, tmp_path)
         # subscribed (a blocked connection could not subscribe) and busy with the backlog
         node.admin.ctl(["set_vm_memory_high_watermark", "0"])
@@ -100,6 +103,10 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
                 wait_settled(node)
         assert consumer.running(), "the consumer died"
         assert consumer.terminate() == 0
+        sent = read_ids(before_ids) + read_ids(during_ids)
+        ledger = await Ledger.collect(node.url, sent)
+        journal_count, journal_duplicates = assert_journal_matches(ledger, database_url, node.url,
+                                                                   journal.log)
     # a publish that found the connection blocked (not every run has one: the results of all the
     # deliveries in hand may have gone out before the notice) waited, and went on once
     text = consumer.text()
@@ -107,9 +114,7 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
     for service in (consumer, producer):
         assert not _TIMED_OUT.search(service.text()), f"{service.log.name}: a publish timed out"
     assert "retry scheduled" not in consumer.text() and "requeued" not in consumer.text()
-    sent = read_ids(before_ids) + read_ids(during_ids)
     assert len(sent) == PRELOADED + DURING
-    ledger = await Ledger.collect(node.url, sent)
     ledger.assert_exactly_once(max_duplicates=0)
     assert len(ledger.completed_ids | ledger.dead_ids) == len(sent)
     recovered = probe.results_resumed(cleared_at)
@@ -119,4 +124,5 @@ async def test_a_memory_alarm_holds_publishing_and_nothing_times_out_is_lost_or_
         f"alarm held {cleared_at - alarm_at:.1f} s, set while the consumer worked through "
         f"{PRELOADED:,} queued requests, {DURING} more sent during it; publishes written before the "
         f"broker's notice were held past CALC_PUBLISH_TIMEOUT ({TIMEOUT:.0f} s) and confirmed after "
-        f"it, later ones waited to be written; no timeout, no retry; recovery from clearing the alarm"))
+        f"it, later ones waited to be written; no timeout, no retry; recovery from clearing the alarm; "
+        f"journal: one row per request, {journal_duplicates} duplicates", journal_count))
