@@ -44,7 +44,7 @@ def reliability(data: Mapping[str, Any]) -> str:
         lines += [data["note"], ""]
     notes = any(r.get("notes") for r in rows)
     extra = [(key, title) for key, title in OPTIONAL_COLUMNS if any(key in r for r in rows)]
-    lines.append("| scenario | messages sent | lost | duplicates | time to recover |"
+    lines.append("| scenario | messages sent | lost | duplicates on the wire | time to recover |"
                  + "".join(f" {title} |" for _, title in extra) + (" notes |" if notes else ""))
     lines.append("|---|---:|---:|---:|---:|" + "---:|" * len(extra) + ("---|" if notes else ""))
     for r in rows:

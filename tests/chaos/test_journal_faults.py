@@ -133,7 +133,7 @@ async def test_journal_killed_mid_stream_records_each_request_once(
         "journal SIGKILL mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire counted "
         "in the rows; the killed journal's unacked window was delivered again and recognised by "
-        "event_id; recovery: a new journal consuming"))
+        "event_id; recovery: a new journal consuming", journal_rows=rows))
 
 
 async def test_postgres_restarted_mid_stream_loses_no_row_and_doubles_none(
@@ -163,7 +163,8 @@ async def test_postgres_restarted_mid_stream_loses_no_row_and_doubles_none(
     reliability(Row(
         "PostgreSQL crash-restarted mid-stream (journal rows)", COUNT, COUNT - rows, duplicates, recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; the journal paused (nothing acked) while "
-        "the database was down and resumed by itself; recovery: database down ~2 s, then rows again"))
+        "the database was down and resumed by itself; recovery: database down ~2 s, then rows again",
+        journal_rows=rows))
 
 
 async def test_broker_killed_under_the_journal_it_consumes_again_and_records_each_request_once(
@@ -197,7 +198,7 @@ async def test_broker_killed_under_the_journal_it_consumes_again_and_records_eac
         recover,
         f"{rows:,} rows for {COUNT:,} requests, 0 extra; {duplicates} duplicates on the wire (the "
         f"producer's and consumer's redeliveries; the audit queue shows {wire_duplicates(ledger)}) "
-        "counted in the rows; recovery: the journal consuming again"))
+        "counted in the rows; recovery: the journal consuming again", journal_rows=rows))
 
 
 async def test_the_journal_works_as_its_least_privilege_user(
