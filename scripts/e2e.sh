@@ -52,6 +52,7 @@ finish() {
     compose logs --no-color --timestamps --tail=300 >&2
     [ -s "$work/run.log" ] && { echo "---- one-off commands (docker compose run) ----" >&2; tail -50 "$work/run.log" >&2; }
   fi
+  docker rm -f "${COMPOSE_PROJECT_NAME}-otlp" >/dev/null 2>&1
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     echo "E2E_KEEP=1: the stack is still up (docker compose -p $COMPOSE_PROJECT_NAME down -v)"
   else
@@ -240,6 +241,34 @@ sys.exit(asyncio.run(main(int(sys.argv[1]))))
 PY
 )
 
+# A stand-in OTLP/HTTP trace receiver: prints "service KIND name" for every span it is sent.
+OTLP_RECEIVER=$(cat <<'PY'
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+        for resource in request.resource_spans:
+            service = next((a.value.string_value for a in resource.resource.attributes
+                            if a.key == "service.name"), "")
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    kind = Span.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_")
+                    print(service, kind, span.name, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("", 4318), Receiver).serve_forever()
+PY
+)
+
 # Ask Prometheus (compose's, from the network) until every job has its targets up, then check that
 # every rule of rules.yml is loaded and healthy. argv: seconds to wait, rules expected, then
 # JOB=TARGETS for each scrape job.
@@ -337,6 +366,19 @@ until run --entrypoint python producer -c "$PROMETHEUS" 90 "$rules" producer=1 c
 done
 cat "$work/prometheus.txt"
 ok "Prometheus: all 7 jobs up, every service connected, $rules rules of rules.yml loaded and healthy ($((SECONDS - t))s)"
+
+step "traces: calc-producer send --wait exports its spans over OTLP/HTTP"
+# No trace backend image can be built here, so a receiver in the project's own image (a few lines
+# of opentelemetry-proto) stands in for the profile's Jaeger on the compose network.
+receiver="${COMPOSE_PROJECT_NAME}-otlp"
+bounded docker compose run -d --rm --no-deps --name "$receiver" --entrypoint python producer -u -c "$OTLP_RECEIVER" >/dev/null
+answer=$(run -e OTEL_EXPORTER_OTLP_ENDPOINT="http://$receiver:4318" -e OTEL_SERVICE_NAME=calc-e2e-send \
+  producer send add 2 3 --wait) || fail "send --wait failed: $answer"
+[[ "$answer" == *"completed: 5" ]] || fail "send --wait printed: $answer"
+spans() { docker logs "$receiver" 2>/dev/null | grep -q "calc-e2e-send PRODUCER publish calc.requests"; }
+wait_for "the send's PRODUCER span at the OTLP receiver" spans
+docker rm -f "$receiver" >/dev/null 2>&1
+ok "send add 2 3 --wait: completed: 5, and its PRODUCER span 'publish calc.requests' arrived over OTLP/HTTP"
 
 step "an explained failure reaches calc.dlq: calc-producer send divide 1 0"
 event_id=$(run producer send divide 1 0)
