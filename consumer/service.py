@@ -1,7 +1,7 @@
 """The consumer service: deliveries in, results and failures out, ack only after a confirm.
 
 This module wires the chain (transport -> pipeline: verdict, policy, outcomes, ack ledger) and
-runs its lifecycle: subscribing, subscribing again, the redeliveries one by one, and the drain.
+runs its lifecycle: start, then the drain at stop; consumer/subscribing.py subscribes (again).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from consumer.acks import SETTLE_GRACE_S, AckLedger
 from consumer.dedupe import Completed
 from consumer.outcomes import Outcomes, Publishing
 from consumer.pipeline import Fault, OnRequest, Pipeline, random_fault
-from consumer.transport import CHANNEL_ERRORS, AiormqTransport, Transport
-from messaging import backoff, topology
+from consumer.subscribing import Subscriber
+from consumer.transport import AiormqTransport, Transport
+from messaging import topology
 from messaging.errors import ConfigurationError
 from messaging.health import Readiness
 from messaging.logs import kv
@@ -58,7 +59,6 @@ class ConsumerService:
             assert connection is not None, "a connection, or a transport"
             transport = AiormqTransport(connection, queues, settings.prefetch, settings.instance_id)
         self.transport = transport
-        self._queues = queues
         # Acks go out with multiple=True once per batch (or when idle): one frame and one broker
         # settlement instead of one per message. Below the prefetch, or deliveries would stall.
         self.ledger = AckLedger(max(1, min(100, settings.prefetch // 4)))
@@ -66,9 +66,8 @@ class ConsumerService:
         self._pipeline: Pipeline | None = None
         self._fault = fault or random_fault(settings.fault_rate)
         self._on_request = on_request
-        self._resubscribing: asyncio.Task[None] | None = None
-        self._stopping = False
         self.failed = asyncio.Event()  # set with `failure`: the service must stop
+        self._subscriber = Subscriber(transport, queues, self.ledger, self.readiness, self.failed)
         self.settle_grace = SETTLE_GRACE_S  # at stop, after the last acks: see acks.let_acks_land
 
     @property
@@ -88,75 +87,12 @@ class ConsumerService:
         self._pipeline = Pipeline(self.settings, outcomes, self.ledger, self._completed, self._fault,
                                   self._on_request, self.failed, self.tracing)
         await self.transport.open()
-        for name in self._queues:
-            await self._redeliveries_one_by_one(name)
-        self.transport.watch(self._lost)
-        if self.failure is None:  # a refusal in the pass above: the service is stopping
-            await self.transport.subscribe(self.pipeline.handler)
-            self.readiness.ready()
-
-    def _lost(self, why: str) -> None:
-        """The subscription is gone (channel reopened, or cancelled by the broker): consume again."""
-        if not self._stopping:
-            self.readiness.not_ready(f"subscribing again: {why}")
-        if not self._stopping and (self._resubscribing is None or self._resubscribing.done()):
-            self._resubscribing = asyncio.create_task(self._consume_again(why))
-            self._resubscribing.add_done_callback(self._gave_up)
-
-    def _gave_up(self, task: asyncio.Task[None]) -> None:
-        """Consuming again raised what no retry clears (a bug): stop rather than idle unseen."""
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("could not consume again; stopping", exc_info=task.exception())
-            self.failed.set()
-
-    async def _consume_again(self, why: str) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                await self.transport.check_queues()  # a consume of a missing queue would close the channel
-                await self.transport.unsubscribe()  # the old subscription, if the broker kept it
-                # the window of a lost connection came back: one by one again, as at start
-                for name in self._queues:
-                    await self._redeliveries_one_by_one(name)
-                if self.failure is not None:
-                    return
-                await self.transport.subscribe(self.pipeline.handler)
-                self.readiness.ready()
-                log.info("consuming again", extra=kv(why=why))
-                return
-            except CHANNEL_ERRORS as exc:
-                failures += 1
-                delay = backoff.RESUBSCRIBE.delay(failures)
-                log.warning("could not consume again; retrying", extra=kv(
-                    why=why, error=repr(exc), retry_in_s=delay))
-            await asyncio.sleep(delay)
-
-    async def _redeliveries_one_by_one(self, queue: str) -> None:
-        """Settle redelivered messages at the head of `queue` one at a time before consuming.
-
-        When a consumer dies, every unacked message of its window returns and (on quorum
-        queues) counts one delivery. If a poison message killed it, a restarted consumer that
-        took the whole window again would die again and charge every neighbour, until the
-        delivery limit dead-letters all of them. Taken singly, each crash charges only the
-        message it died on, so the delivery limit isolates exactly the poison.
-        """
-        while not self._stopping and self.failure is None:
-            message = await self.transport.get(queue)
-            if message is None:
-                return
-            # shielded: a stop() that cancels this pass lets the message finish (its drain waits
-            # for it) instead of leaving an outcome confirmed and its delivery unsettled
-            await asyncio.shield(self.pipeline.handler(message))
-            await self.ledger.flush()
-            if not getattr(message.delivery, "redelivered", False):
-                return
+        await self._subscriber.start(self._pipeline)
 
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Stop taking work, let in-flight messages finish, then close the channels."""
-        self._stopping = True
+        self._subscriber.stop()
         self.readiness.not_ready("stopping")
-        if self._resubscribing is not None:
-            self._resubscribing.cancel()
         await self.transport.unsubscribe()
         try:
             await asyncio.wait_for(self._drained(), timeout)

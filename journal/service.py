@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from dataclasses import dataclass, field
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from journal import metrics, record
-from journal.deadletter import dead_letter
+from journal.batch import Batch, Held, dead_letter_all, record_rows
 from journal.health import DatabaseProbe, Health
 from journal.record import Outcome, Rejected
-from journal.store import DatabaseRefused, DatabaseUnavailable, RowRefused, Store
-from journal.subscription import Subscription
+from journal.store import DatabaseRefused, DatabaseUnavailable, Store
+from journal.subscription import OnMessage, Subscription
 from messaging import codec, topology
 from messaging.backoff import Backoff
 from messaging.errors import Transient
@@ -36,22 +33,20 @@ DRAIN_TIMEOUT_S = 30.0
 """Shutdown: how long the last batches get to commit; what is left is redelivered later."""
 
 
-@dataclass(slots=True)
-class Held:
-    """A delivery waiting for its batch: what it reads as, and how far it got."""
+def traced(tracing: Tracing, handler: OnMessage) -> OnMessage:
+    """`handler` in a CONSUMER span, child of the outcome's publish. It ends once the outcome
+    is held: the commit is one transaction for a batch of many traces."""
 
-    message: DeliveredMessage
-    read: Outcome | Rejected
-    done: bool = False  # its row is committed, or its copy is confirmed in the journal DLQ
+    async def on_message(message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        with tracing.processing(topology.JOURNAL_QUEUE, message.exchange or "",
+                                message.routing_key or "", properties.headers,
+                                message_id=properties.message_id or "",
+                                correlation_id=properties.correlation_id or "",
+                                delivery_tag=message.delivery_tag):
+            await handler(message)
 
-
-@dataclass
-class _Batch:
-    items: list[Held] = field(default_factory=list)
-
-    @property
-    def channel(self) -> aiormq.abc.AbstractChannel:
-        return self.items[-1].message.channel
+    return on_message
 
 
 class JournalService:
@@ -100,7 +95,7 @@ class JournalService:
         self.health.database = True
         self._writer = asyncio.create_task(self._write_loop())
         self._prober = asyncio.create_task(self.probe.run())
-        handler = self._on_message if self.tracing is None else self._on_traced_message
+        handler = self._on_message if self.tracing is None else traced(self.tracing, self._on_message)
         self._subscription = Subscription(channel, handler, self.health, {
             "batch": self.batch_size, "prefetch": self.prefetch, "instance": self.settings.instance_id})
         await self._subscription.start()
@@ -112,18 +107,6 @@ class JournalService:
         self._held.append(Held(message, record.read(codec.incoming_of(message))))
         metrics.HELD.set(len(self._held))
         self._arrived.set()
-
-    async def _on_traced_message(self, message: DeliveredMessage) -> None:
-        """`_on_message` in a CONSUMER span, child of the outcome's publish. It ends once the
-        outcome is held: the commit is one transaction for a batch of many traces."""
-        assert self.tracing is not None
-        properties = message.header.properties
-        with self.tracing.processing(topology.JOURNAL_QUEUE, message.exchange or "",
-                                     message.routing_key or "", properties.headers,
-                                     message_id=properties.message_id or "",
-                                     correlation_id=properties.correlation_id or "",
-                                     delivery_tag=message.delivery_tag):
-            await self._on_message(message)
 
     def _forget(self, lost: list[Held]) -> None:
         if lost:
@@ -142,7 +125,7 @@ class JournalService:
                 continue
             if len(self._held) < self.batch_size and not self._stopping:
                 await asyncio.sleep(LINGER_S)
-            batch = _Batch(self._held[:self.batch_size])
+            batch = Batch(self._held[:self.batch_size])
             channel = batch.channel
             batch.items = [h for h in batch.items if h.message.channel is channel]
             self._forget([h for h in self._held[:self.batch_size] if h.message.channel is not channel])
@@ -153,17 +136,20 @@ class JournalService:
             if not acked and not channel.is_closed:
                 return  # stopping with the database away: a later ack would cover this batch
 
-    async def _commit(self, batch: _Batch) -> bool:
+    async def _commit(self, batch: Batch) -> bool:
         """DLQ copies, then the rows, then one ack; each step retried until done (True) or the
         channel is gone, or, when stopping, the database stays away (False)."""
         failures = 0
         while not batch.channel.is_closed:
             try:
                 todo = [h for h in batch.items if not h.done]
-                await self._dead_letter([h for h in todo if isinstance(h.read, Rejected)])
-                if await self._record([h for h in todo if isinstance(h.read, Outcome)]):
+                assert self._publish is not None
+                await dead_letter_all(self._publish, [h for h in todo if isinstance(h.read, Rejected)],
+                                      self.settings.publish_timeout)
+                if await record_rows(self.store, [h for h in todo if isinstance(h.read, Outcome)]):
                     continue  # some rows were refused: they are Rejected now, for the DLQ
-                await self._ack(batch)
+                if await batch.ack():
+                    self.acked += len(batch.items)
                 self.probe.written()
                 return True
             except (DatabaseUnavailable, DatabaseRefused) as exc:
@@ -185,52 +171,6 @@ class JournalService:
         log.info("channel closed before its batch was acked; the broker delivers it again",
                  extra=kv(count=len(batch.items)))
         return False
-
-    async def _record(self, items: list[Held]) -> bool:
-        """Commit the rows of `items` (one transaction); True when some were refused (now Rejected)."""
-        if not items:
-            return False
-        started = time.monotonic()
-        try:
-            recorded = await self.store.record([h.read for h in items])  # type: ignore[misc]
-        except RowRefused:
-            if len(items) == 1:
-                raise
-            # one outcome's values poison the transaction: find it by writing one at a time
-            for h in items:
-                try:
-                    await self._record([h])
-                except RowRefused as exc:
-                    metrics.DATABASE_ERRORS.labels("row").inc()
-                    h.read = Rejected(record.REFUSED, str(exc)[:500])
-            return True
-        metrics.WRITE_SECONDS.observe(time.monotonic() - started)
-        metrics.BATCH_SIZE.observe(len(items))
-        metrics.BATCHES.inc()
-        metrics.OUTCOMES.labels("recorded").inc(recorded.new)
-        metrics.OUTCOMES.labels("updated").inc(recorded.again)
-        metrics.OUTCOMES.labels("seen_again").inc(recorded.seen)
-        for h in items:
-            h.done = True
-        return False
-
-    async def _dead_letter(self, items: list[Held]) -> None:
-        """Copy each of `items` to the journal DLQ with its reason; confirmed, then done."""
-        assert self._publish is not None
-        for h in items:
-            assert isinstance(h.read, Rejected)
-            await dead_letter(self._publish, h.message, h.read, self.settings.publish_timeout)
-            h.done = True
-
-    async def _ack(self, batch: _Batch) -> None:
-        last = batch.items[-1].message.delivery_tag
-        assert last is not None
-        try:
-            await batch.channel.basic_ack(last, multiple=True)
-        except Exception as exc:  # the channel is gone: the broker delivers these again
-            log.warning("could not ack a batch", extra=kv(count=len(batch.items), error=repr(exc)))
-            return
-        self.acked += len(batch.items)
 
     async def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Stop consuming, commit and ack what is held (for up to `timeout` s), close the channels."""
