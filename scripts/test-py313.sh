@@ -58,11 +58,17 @@ if [ -n "$cert" ] && [ -f "$cert" ]; then
   run+=(-v "$(realpath "$cert"):/etc/ssl/certs/host-ca-bundle.crt:ro" -e PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt)
 fi
 
+# buf and promtool, which make check's tests run, as the host's make install put them: native
+# binaries (buf's npm wrapper needs Node.js, which the image lacks), mounted onto the PATH.
+buf_native=$(ls node_modules/@bufbuild/buf-linux-*/bin/buf 2>/dev/null | head -n 1)
+[ -n "$buf_native" ] && [ -x .venv/bin/promtool ] || { echo "test-py313: buf or promtool missing: run make install" >&2; exit 1; }
+run+=(-v "$(realpath "$buf_native"):/usr/local/bin/buf:ro" -v "$(realpath .venv/bin/promtool):/usr/local/bin/promtool:ro")
+
 echo "test-py313: $image, tests against ${RABBITMQ_URL%%//*}//${RABBITMQ_URL##*@}" >&2
 "${run[@]}" "$image" bash -c '
 set -euo pipefail
 mkdir /w
-tar -C /src --exclude=./.venv --exclude=./.git --exclude=__pycache__ --exclude="*.egg-info" \
+tar -C /src --exclude=./.venv --exclude=./node_modules --exclude=./.git --exclude=__pycache__ --exclude="*.egg-info" \
     --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis \
     --exclude=./build --exclude=./bench/results -cf - . | tar -C /w -xf -
 cd /w

@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUF = ROOT / "node_modules" / ".bin" / "buf"
+if not BUF.exists() and shutil.which("buf"):  # the native binary on PATH (make test-py313's container)
+    BUF = Path(str(shutil.which("buf")))
 PROTO = ROOT / "proto" / "calc.proto"
 
 
