@@ -78,7 +78,9 @@ began=$SECONDS
 pip install --quiet --progress-bar off -e ".[dev]"
 echo "test-py313: .[dev] installed in $((SECONDS - began))s"
 status=0
-python -m pytest tests/unit $PYTEST_ARGS || status=$?
+# not test_install_tools.py: it tests the host'"'"'s make install (npm, apt), which this container does not
+# run (its buf and promtool are the host'"'"'s); the host'"'"'s unit tier runs it
+python -m pytest tests/unit --ignore=tests/unit/test_install_tools.py $PYTEST_ARGS || status=$?
 python -m pytest tests/integration -m "not chaos" $PYTEST_ARGS || status=$?
 exit $status
 ' && status=0 || status=$?
