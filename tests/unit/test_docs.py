@@ -95,6 +95,8 @@ def test_a_complete_run_is_published_and_rendered(tmp_path: Path, monkeypatch: p
 
 def test_a_journal_column_appears_only_when_a_row_has_one() -> None:
     data = doc_tables.load(doc_tables.TABLES["reliability"].data)
+    # without the column's field (a published run may carry it: the chaos tier runs the journal)
+    data["rows"] = [{k: v for k, v in r.items() if k != "journal_rows"} for r in data["rows"]]
     assert "rows in the journal" not in doc_tables.reliability(data)
     data["rows"] = [{**data["rows"][0], "journal_rows": 30_000}, *data["rows"][1:]]
     lines = doc_tables.reliability(data).splitlines()
