@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from messaging import topology
 from tests.integration.pipeline import (
     BIN,
+    Collected,
     collect,
     queue_depth,
     service_env,
@@ -40,22 +41,33 @@ def _total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
     return sum(v for (n, labels), v in samples.items()
                if n == name and all((k, want) in labels for k, want in match.items()))
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Path) -> None:
+
+async def bulk_through_a_consumer(vhost_url: str, tmp_path: Path, count: int, seed: int,
+                                  share: float) -> tuple[dict[str, str], Collected, Samples]:
+    """A consumer serving /metrics, a bulk of `count` through it; its env, the results, a scrape."""
     port = _free_port()
     env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
     consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
     try:
         wait_for_line(tmp_path / "consumer.log", "http listening")
-        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "300", "--seed", "3",
-                               "--failure-share", "0.2"], env={**env, "CALC_METRICS_PORT": "0"},
+        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", str(count), "--seed",
+                               str(seed), "--failure-share", str(share)],
+                              env={**env, "CALC_METRICS_PORT": "0"},
                               capture_output=True, text=True, timeout=120, check=False)
         assert bulk.returncode == 0, bulk.stderr
-        results = await collect(vhost_url, topology.AUDIT_QUEUE, 300, timeout=60)
-        dlq = await collect(vhost_url, topology.DLQ, len(results.failed()), timeout=30)
+        results = await collect(vhost_url, topology.AUDIT_QUEUE, count, timeout=60)
         samples = _scrape(port)
     finally:
         assert stop_process(consumer) == 0
+    return env, results, samples
+
+
+
+async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Path) -> None:
+    _, results, samples = await bulk_through_a_consumer(vhost_url, tmp_path, 300, 3, 0.2)
+    dlq = await collect(vhost_url, topology.DLQ, len(results.failed()), timeout=30)
     completed, failed = len(results.completed()), len(results.failed())
     assert completed + failed == 300 and failed == len(dlq.messages) > 0
     assert _total(samples, "calc_consumer_messages_total", outcome="completed") == completed
@@ -74,19 +86,8 @@ async def test_consumer_metrics_count_what_happened(vhost_url: str, tmp_path: Pa
 async def test_the_dlq_gauges_add_up_to_what_the_consumer_dead_lettered(vhost_url: str,
                                                                       tmp_path: Path) -> None:
     """calc_dlq_messages{reason,operation} (the inspector's scan) against the consumer's counters."""
-    port, inspector_port = _free_port(), _free_port()
-    env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
-    consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
-    try:
-        wait_for_line(tmp_path / "consumer.log", "http listening")
-        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "200", "--seed", "11",
-                               "--failure-share", "0.3"], env={**env, "CALC_METRICS_PORT": "0"},
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert bulk.returncode == 0, bulk.stderr
-        results = await collect(vhost_url, topology.AUDIT_QUEUE, 200, timeout=60)
-        consumed = _scrape(port)
-    finally:
-        assert stop_process(consumer) == 0
+    inspector_port = _free_port()
+    env, results, consumed = await bulk_through_a_consumer(vhost_url, tmp_path, 200, 11, 0.3)
     failed = len(results.failed())
     assert len(results.completed()) + failed == 200 and failed > 0
     for _ in range(100):  # a rejection reaches calc.dlq a moment after its result is confirmed

@@ -6,41 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import subprocess
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from messaging import topology
 from messaging.connection import connect, watch
 from messaging.metrics import broker_gauges
 from tests.integration.pipeline import (
-    BIN,
-    collect,
-    service_env,
     settings_for,
-    start_process,
-    stop_process,
-    wait_for_line,
 )
-from tests.integration.test_observability import _free_port, _scrape, _total
+from tests.integration.test_observability import _total, bulk_through_a_consumer
 
 
 async def test_a_consumer_serves_build_info_connected_and_a_confirm_timing_per_outcome(
         vhost_url: str, tmp_path: Path) -> None:
-    port = _free_port()
-    env = service_env(vhost_url, CALC_METRICS_PORT=str(port), CALC_AUDIT_MAX_LENGTH="10000")
-    consumer = start_process(["calc-consumer"], env, tmp_path / "consumer.log")
-    try:
-        wait_for_line(tmp_path / "consumer.log", "http listening")
-        bulk = subprocess.run([str(BIN / "calc-producer"), "bulk", "--count", "200", "--seed", "5",
-                               "--failure-share", "0.2"], env={**env, "CALC_METRICS_PORT": "0"},
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert bulk.returncode == 0, bulk.stderr
-        results = await collect(vhost_url, topology.AUDIT_QUEUE, 200, timeout=60)
-        samples = _scrape(port)
-    finally:
-        assert stop_process(consumer) == 0
+    _, results, samples = await bulk_through_a_consumer(vhost_url, tmp_path, 200, 5, 0.2)
     assert len(results.completed()) + len(results.failed()) == 200 and results.failed()
     version = importlib.metadata.version("calc-events")
     assert [v for (n, labels), v in samples.items()
